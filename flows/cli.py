@@ -1,0 +1,162 @@
+"""The `labelloop` command line: a thin layer that parses arguments and prints results."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+app = typer.Typer(help="Turn unlabeled text into a trained classifier with an LLM in the loop.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+console = Console()
+CONFIG = typer.Argument(..., help="project config YAML", exists=False)
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(2)
+
+
+def _guard(fn, *args, **kwargs):
+    from flows.config import ConfigError
+    from programs.lm import ModelNotAvailable
+
+    try:
+        return fn(*args, **kwargs)
+    except (ConfigError, ModelNotAvailable) as exc:
+        _fail(exc)
+
+
+def _print_run(run_dir: Path) -> None:
+    import json
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    table = Table(title=f"{metrics['name']}: scores on gold records")
+    for col in ("split", "method", "accuracy", "macro_f1", "coverage", "n"):
+        table.add_column(col)
+    for split, rows in metrics["scores"].items():
+        for method, s in rows.items():
+            table.add_row(split, method, *(str(s.get(c, "")) for c in ("accuracy", "macro_f1", "coverage", "n")))
+    if metrics["scores"]:
+        console.print(table)
+    console.print(f"LLM calls this run: {metrics['llm_calls']}  |  wall time: {metrics['wall_s']:.0f} s")
+    console.print(f"[bold green]outputs:[/] {run_dir}")
+    for name in sorted(p.name for p in run_dir.iterdir()):
+        console.print(f"  {name}")
+
+
+@app.command()
+def run(config: Path = CONFIG, progress: bool = typer.Option(True, help="show progress bars")):
+    """Label, denoise, train the student, evaluate and write a report (one run folder)."""
+    from flows.run_project import run_project
+
+    _print_run(_guard(run_project, config, show_progress=progress))
+
+
+@app.command()
+def label(config: Path = CONFIG, progress: bool = typer.Option(True, help="show progress bars")):
+    """Run every labeler and the label model; write votes, probabilistic labels and the LF summary."""
+    from flows.run_project import run_project
+
+    _print_run(_guard(run_project, config, train=False, show_progress=progress))
+
+
+@app.command()
+def train(config: Path = CONFIG):
+    """Train and evaluate the student from stored LLM answers only (no LLM call is made)."""
+    from flows.run_project import run_project
+
+    _print_run(_guard(run_project, config, stored_only=True, show_progress=False))
+
+
+@app.command()
+def plan(config: Path = CONFIG):
+    """Count the LLM calls and prompt tokens a run would make, before making any."""
+    from flows.plan import plan_calls
+    from flows.project import load_project
+
+    rows = _guard(lambda: plan_calls(load_project(config)))
+    table = Table(title="LLM work for this run")
+    for col in ("labeler", "records", "stored", "llm_calls", "prompt_tokens"):
+        table.add_column(col, justify="right" if col != "labeler" else "left")
+    for row in rows:
+        table.add_row(*(str(row[c]) for c in ("labeler", "records", "stored", "llm_calls", "prompt_tokens")))
+    console.print(table)
+    console.print(f"total: {sum(r['llm_calls'] for r in rows)} LLM calls, ~{sum(r['prompt_tokens'] for r in rows)} prompt tokens")
+
+
+@app.command()
+def predict(model: Path = typer.Argument(..., help="model.skops from a run folder"),
+            data: Path = typer.Argument(..., help="CSV, JSONL or Parquet file with a text column"),
+            output: Path = typer.Option(..., "--output", "-o", help="where to write predictions (.csv/.jsonl/.parquet)"),
+            id_column: str = typer.Option("id", "--id"), text_column: str = typer.Option("text", "--text")):
+    """Label a file with a trained student."""
+    import yaml
+
+    from flows.config import DataSpec
+    from flows.io import read_records, write_frame
+    from flows.train_student import load_student
+
+    def _predict():
+        student = load_student(model)
+        cfg = yaml.safe_load((model.parent / "config.yaml").read_text()) if (model.parent / "config.yaml").exists() else None
+        from flows.io import read_taxonomy
+
+        names = read_taxonomy(Path(cfg["taxonomy"])).names if cfg else None
+        df = read_records(DataSpec(path=data, id=id_column, text=text_column))
+        proba = student.predict_proba(df["text"].tolist())
+        best = proba.argmax(axis=1)
+        ids = student.classes_[best]
+        df["label"] = [names[i] for i in ids] if names else ids
+        df["confidence"] = proba.max(axis=1)
+        return write_frame(output, df)
+
+    out = _guard(_predict)
+    console.print(f"[bold green]wrote[/] {out}")
+
+
+@app.command()
+def init(data: Path = typer.Argument(..., help="data file to label"),
+         output: Path = typer.Option(Path("labelloop.yaml"), "--output", "-o"),
+         labels: str = typer.Option(..., help="comma-separated label names"),
+         text_column: str = typer.Option("text", "--text"), id_column: str = typer.Option("id", "--id")):
+    """Scaffold a config and taxonomy for a data file."""
+    import yaml
+
+    from flows.config import ConfigError, DataSpec
+    from flows.io import read_records, write_text
+
+    def _init():
+        if output.exists():
+            raise ConfigError(f"{output} already exists; refusing to overwrite it")
+        df = read_records(DataSpec(path=data, id=id_column, text=text_column))
+        names = [x.strip() for x in labels.split(",") if x.strip()]
+        if len(names) < 2:
+            raise ConfigError(f"--labels needs at least two names, got {names}")
+        taxonomy = output.parent / f"{output.stem}_taxonomy.yaml"
+        write_text(taxonomy, yaml.safe_dump({"labels": [{"name": n, "description": f"TODO: describe {n}"} for n in names]},
+                                            sort_keys=False))
+        cfg = {"name": output.stem, "task": "multiclass",
+               "data": {"path": os.path.relpath(data, output.parent), "id": id_column, "text": text_column},
+               "taxonomy": taxonomy.name, "lm": {"model": "local"},
+               "labelers": [{"type": "zero_shot"},
+                            {"type": "keywords", "name": f"kw_{names[0]}", "label": names[0], "words": ["TODO"]}],
+               "label_model": "snorkel"}
+        write_text(output, yaml.safe_dump(cfg, sort_keys=False))
+        return len(df), taxonomy
+
+    n, taxonomy = _guard(_init)
+    console.print(f"[bold green]wrote[/] {output} and {taxonomy} for {n} records; edit the descriptions and labelers, "
+                  f"then `labelloop plan {output}`")
+
+
+def main() -> None:  # pragma: no cover
+    app(sys.argv[1:])

@@ -1,0 +1,166 @@
+"""The project config: one YAML file, validated by pydantic. Relative paths resolve against its folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A config or data file is invalid; the message says what was expected and what arrived."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSpec(_Strict):
+    path: Path
+    id: str = "id"
+    text: str = "text"
+    label: str = "label"
+
+
+class LMSpec(_Strict):
+    model: str = "local"
+    api_base: str | None = None
+    temperature: float = 0.0
+    max_tokens: int = 256
+    max_concurrency: int = Field(1, ge=1, le=64)
+    n_threads: int | None = None
+
+
+class ZeroShotLF(_Strict):
+    type: Literal["zero_shot"]
+    name: str = "zero_shot"
+    threshold: float = Field(0.0, ge=0, le=1)
+    calibrate: bool = True
+
+
+class PromptLF(_Strict):
+    type: Literal["prompt"]
+    name: str
+    question: str
+    answers: dict[str, str]
+    threshold: float = Field(0.0, ge=0, le=1)
+    calibrate: bool = True
+
+    @field_validator("answers")
+    @classmethod
+    def _two_answers(cls, v):
+        if len(v) < 2:
+            raise ValueError(f"needs at least two answers (e.g. yes/no), got {list(v)}")
+        return v
+
+
+class KeywordLF(_Strict):
+    type: Literal["keywords"]
+    name: str
+    label: str
+    words: list[str] = Field(min_length=1)
+
+
+class RegexLF(_Strict):
+    type: Literal["regex"]
+    name: str
+    label: str
+    pattern: str
+
+
+class PythonLF(_Strict):
+    type: Literal["python"]
+    module: Path
+    names: list[str] | None = None  # default: every Snorkel LF in the module
+
+
+LabelerSpec = Annotated[Union[ZeroShotLF, PromptLF, KeywordLF, RegexLF, PythonLF], Field(discriminator="type")]
+
+
+class StudentSpec(_Strict):
+    features: Literal["tfidf"] = "tfidf"
+    max_features: int = 50_000
+    C: float = 4.0
+    min_confidence: float = Field(0.0, ge=0, le=1)
+
+
+class ProjectConfig(_Strict):
+    name: str
+    task: Literal["multiclass"] = "multiclass"
+    data: DataSpec
+    gold: DataSpec | None = None
+    test: DataSpec | None = None
+    taxonomy: Path
+    lm: LMSpec = LMSpec()
+    labelers: list[LabelerSpec] = Field(min_length=1)
+    label_model: Literal["snorkel", "majority"] = "snorkel"
+    student: StudentSpec = StudentSpec()
+    seed: int = 0
+    runs_dir: Path = Path("runs")
+    store: Path = Path(".labelloop/votes.sqlite")
+
+    @field_validator("labelers")
+    @classmethod
+    def _unique_names(cls, v):
+        names = [lf.name for lf in v if hasattr(lf, "name")]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"labeler names must be unique; repeated: {dupes}")
+        return v
+
+
+def _coerce_paths(raw: dict) -> dict:
+    for key in ("data", "gold", "test"):
+        if isinstance(raw.get(key), str):
+            raw[key] = {"path": raw[key]}
+    return raw
+
+
+def _resolve(cfg: ProjectConfig, base: Path) -> ProjectConfig:
+    def at(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p)
+
+    for spec in (cfg.data, cfg.gold, cfg.test):
+        if spec is not None:
+            spec.path = at(spec.path)
+    cfg.taxonomy = at(cfg.taxonomy)
+    cfg.runs_dir = at(cfg.runs_dir)
+    cfg.store = at(cfg.store)
+    for lf in cfg.labelers:
+        if isinstance(lf, PythonLF):
+            lf.module = at(lf.module)
+    return cfg
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        got = err.get("input")
+        got = f" (got {got!r})" if not isinstance(got, dict) and got is not None else ""
+        lines.append(f"  {where}: {err['msg']}{got}")
+    return "\n".join(lines)
+
+
+def load_config(path: Path) -> ProjectConfig:
+    """Read and validate a project config; errors name the field, what was expected and what arrived."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys, got {type(raw).__name__}")
+    try:
+        cfg = ProjectConfig.model_validate(_coerce_paths(raw))
+    except ValidationError as exc:
+        raise ConfigError(f"{path} is not a valid labelloop config:\n{_format_errors(exc)}") from None
+    return _resolve(cfg, path.parent)
+
+
+def config_to_yaml(cfg: ProjectConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,138 @@
+"""Dataset and taxonomy IO at the edge: CSV, JSONL, Parquet, Hugging Face datasets on disk. Atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from flows.config import ConfigError, DataSpec
+from labelers.labels import Taxonomy
+
+FORMATS = (".csv", ".jsonl", ".json", ".parquet")
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if path.is_dir():
+        from datasets import load_from_disk
+
+        ds = load_from_disk(str(path))
+        if hasattr(ds, "keys"):  # a DatasetDict: take the first split
+            ds = ds[next(iter(ds.keys()))]
+        return ds.to_pandas()
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    if suffix in (".jsonl", ".json"):
+        rows = []
+        with open(path, encoding="utf-8") as handle:
+            for n, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(f"{path}, line {n}: expected one JSON object per line: {exc}") from None
+        return pd.DataFrame(rows)
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    raise ConfigError(f"{path}: unsupported file type {suffix!r}; expected one of {', '.join(FORMATS)} or a saved dataset folder")
+
+
+def read_records(spec: DataSpec, *, require_label: bool = False) -> pd.DataFrame:
+    """Read records as a frame with columns ``id``, ``text`` (and ``label`` when present or required).
+
+    Raises ConfigError for a missing file, a missing id/text/label column, empty or non-text
+    values, and duplicate ids, naming what was expected and what arrived.
+    """
+    path = Path(spec.path)
+    if not path.exists():
+        raise ConfigError(f"data file {path} does not exist")
+    try:
+        df = _read_table(path)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text: {exc}") from None
+    cols = {spec.id: "id", spec.text: "text"}
+    if require_label or spec.label in df.columns:
+        cols[spec.label] = "label"
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ConfigError(f"{path}: expected column(s) {missing}, found {list(df.columns)}")
+    df = df[list(cols)].rename(columns=cols)
+    df["id"] = df["id"].astype(str)
+    bad = df.index[~df["text"].map(lambda t: isinstance(t, str) and bool(t.strip()))]
+    if len(bad):
+        raise ConfigError(f"{path}: {len(bad)} record(s) have empty or non-text {spec.text!r}, e.g. id {df.loc[bad[0], 'id']!r}")
+    dupes = df["id"][df["id"].duplicated()].unique()
+    if len(dupes):
+        raise ConfigError(f"{path}: ids must be unique; {len(dupes)} repeated, e.g. {list(dupes[:3])}")
+    if "label" in df.columns:
+        df["label"] = df["label"].astype(str)
+    return df.reset_index(drop=True)
+
+
+def read_taxonomy(path: Path) -> Taxonomy:
+    """Read ``labels: [{name, description}]`` from YAML."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"taxonomy file {path} does not exist (write one, or run `labelloop init`)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    labels = raw.get("labels") if isinstance(raw, dict) else None
+    if not isinstance(labels, list) or not all(isinstance(x, dict) and isinstance(x.get("name"), str) for x in labels):
+        raise ConfigError(f"{path}: expected `labels:` as a list of {{name, description}} mappings, got {raw!r:.200}")
+    try:
+        return Taxonomy(tuple(x["name"] for x in labels), tuple(str(x.get("description") or "") for x in labels))
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def check_labels(df: pd.DataFrame, taxonomy: Taxonomy, path) -> None:
+    unknown = sorted(set(df["label"]) - set(taxonomy.names))
+    if unknown:
+        raise ConfigError(f"{path}: gold labels {unknown[:5]} are not in the taxonomy {list(taxonomy.names)}")
+
+
+@contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path: Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_json(path: Path, obj) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, default=float) + "\n")
+
+
+def write_frame(path: Path, df: pd.DataFrame) -> Path:
+    """Write by suffix: .parquet, .csv or .jsonl."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".parquet":
+            df.to_parquet(tmp, index=False)
+        elif path.suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        else:
+            df.to_json(tmp, orient="records", lines=True, force_ascii=False)
+    return path

@@ -1,0 +1,41 @@
+"""Count what a run will cost before making any LLM call."""
+
+from __future__ import annotations
+
+import dspy
+
+from flows.label_dataset import content_free_items, labeler_version
+from flows.project import Project
+from flows.store import VoteStore
+from labelers.llm import build_program
+
+
+def _prompt_chars(program, text: str) -> int:
+    """Characters of the exact messages the JSON adapter would send for this text."""
+    predict = program.predict
+    inputs = {**program.fixed_inputs, "text": text}
+    messages = dspy.JSONAdapter().format(predict.signature, demos=[], inputs=inputs)
+    return sum(len(m["content"]) for m in messages)
+
+
+def plan_calls(project: Project) -> list[dict]:
+    """Per LLM labeler: answers already stored, LLM calls still needed, and estimated prompt tokens.
+
+    Tokens are estimated at 4 characters each over the exact prompts; with the embedded model the
+    shared prefix is cached, so the tokens actually processed are fewer.
+    """
+    store = VoteStore(project.config.store)
+    rows = []
+    try:
+        for labeler in project.llm_labelers:
+            items = content_free_items(labeler) + [
+                it for df in project.splits.values() for it in zip(df["id"], df["text"])]
+            stored = store.get_many(labeler_version(project, labeler), items)
+            todo = [text for rid, text in items if rid not in stored]
+            program = build_program(labeler)
+            chars = sum(_prompt_chars(program, text) for text in todo)
+            rows.append({"labeler": labeler.name, "records": len(items), "stored": len(stored),
+                         "llm_calls": len(todo), "prompt_tokens": chars // 4})
+    finally:
+        store.close()
+    return rows

@@ -1,0 +1,45 @@
+"""The Markdown run report."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+
+def _table(rows: list[dict]) -> str:
+    if not rows:
+        return "_none_\n"
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def render_report(name: str, metrics: dict, summary: pd.DataFrame, label_counts: dict[str, int]) -> str:
+    rows = [{"split": split, "method": method, **vals}
+            for split, by_method in metrics["scores"].items() for method, vals in by_method.items()]
+    summary_rows = [{"labeler": idx, **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}}
+                    for idx, row in summary.iterrows()]
+    return (
+        f"# labelloop run: {name}\n\n"
+        f"- records labeled: {metrics['n_train']} (covered by at least one labeler: {metrics['coverage']:.1%})\n"
+        f"- LLM calls this run: {metrics['llm_calls']} (model `{metrics['model']}`)\n"
+        f"- label model: {metrics['label_model']}\n"
+        f"- wall time: {metrics['wall_s']:.1f} s\n\n"
+        f"## Scores on gold records\n\n{_table(rows)}\n"
+        f"## Labeling functions\n\n{_table(summary_rows)}\n"
+        f"## Weak label distribution (train)\n\n{_table([{'label': k, 'records': v} for k, v in label_counts.items()])}"
+    )
+
+
+def render_model_card(name: str, labels, metrics: dict, labelers: list[str]) -> str:
+    test = metrics["scores"].get("test", {}).get("student", {})
+    return (
+        f"# Model card: {name}\n\n"
+        "A TF-IDF (word and character n-grams) + logistic regression text classifier, trained by labelloop on "
+        "probabilistic labels from a label model over weak labelers; no hand labels were used for training.\n\n"
+        f"- labels: {', '.join(labels)}\n- labelers: {', '.join(labelers)}\n"
+        f"- training records: {metrics['n_train']}\n- LLM: `{metrics['model']}`\n"
+        f"- test accuracy: {test.get('accuracy', 'n/a')} (n={test.get('n', 0)})\n\n"
+        "Load it with `labelloop predict` or `flows.train_student.load_student` (skops, no pickle). "
+        "Inputs are short texts like the training data; expect lower accuracy on other domains.\n"
+    )

