@@ -8,6 +8,7 @@ from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import typer  # noqa: E402
@@ -21,7 +22,7 @@ CONFIG = typer.Argument(..., help="project config YAML", exists=False)
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}")
+    console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -53,28 +54,32 @@ def _print_run(run_dir: Path) -> None:
         console.print(f"  {name}")
 
 
+def _run(config: Path, *, train: bool, stored_only: bool = False, progress: bool = True) -> None:
+    from flows.project import load_project
+    from flows.run_project import require_stored, run_project
+
+    project = _guard(load_project, config)  # validate everything before a flow starts
+    if stored_only:
+        _guard(require_stored, project)
+    _print_run(_guard(run_project, project, train=train, show_progress=progress))
+
+
 @app.command()
 def run(config: Path = CONFIG, progress: bool = typer.Option(True, help="show progress bars")):
     """Label, denoise, train the student, evaluate and write a report (one run folder)."""
-    from flows.run_project import run_project
-
-    _print_run(_guard(run_project, config, show_progress=progress))
+    _run(config, train=True, progress=progress)
 
 
 @app.command()
 def label(config: Path = CONFIG, progress: bool = typer.Option(True, help="show progress bars")):
     """Run every labeler and the label model; write votes, probabilistic labels and the LF summary."""
-    from flows.run_project import run_project
-
-    _print_run(_guard(run_project, config, train=False, show_progress=progress))
+    _run(config, train=False, progress=progress)
 
 
 @app.command()
 def train(config: Path = CONFIG):
     """Train and evaluate the student from stored LLM answers only (no LLM call is made)."""
-    from flows.run_project import run_project
-
-    _print_run(_guard(run_project, config, stored_only=True, show_progress=False))
+    _run(config, train=True, stored_only=True, progress=False)
 
 
 @app.command()

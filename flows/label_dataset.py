@@ -58,7 +58,7 @@ def labeler_version(project: Project, labeler: LLMLabeler) -> str:
 
 
 def _answer_one(program, lm, text: str) -> dict:
-    with dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
+    with dspy.context(lm=lm):
         pred = program(text=text)
     return {"answer": pred.answer, "probs": pred.probs, "raw": pred.raw}
 

@@ -8,13 +8,14 @@ from flows.label_dataset import content_free_items, labeler_version
 from flows.project import Project
 from flows.store import VoteStore
 from labelers.llm import build_program
+from programs.choice import CompactJSONAdapter
 
 
 def _prompt_chars(program, text: str) -> int:
     """Characters of the exact messages the JSON adapter would send for this text."""
     predict = program.predict
     inputs = {**program.fixed_inputs, "text": text}
-    messages = dspy.JSONAdapter().format(predict.signature, demos=[], inputs=inputs)
+    messages = CompactJSONAdapter().format(predict.signature, demos=[], inputs=inputs)
     return sum(len(m["content"]) for m in messages)
 
 

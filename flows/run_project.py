@@ -13,7 +13,7 @@ from prefect import flow
 from flows.config import ConfigError, config_to_yaml
 from flows.io import write_frame, write_json, write_text
 from flows.label_dataset import label_dataset, label_matrix_frame
-from flows.project import Project, load_project
+from flows.project import Project
 from flows.report import render_model_card, render_report
 from flows.train_student import save_student, train_student
 from labelers.analysis import lf_summary, scores
@@ -50,28 +50,29 @@ def evaluate(project: Project, result, model, majority, student) -> dict:
     return out
 
 
+def require_stored(project: Project) -> None:
+    """Refuse (before any flow starts) when some LLM answers are not in the vote store yet."""
+    from flows.plan import plan_calls
+
+    missing = sum(row["llm_calls"] for row in plan_calls(project))
+    if missing:
+        raise ConfigError(f"{missing} LLM answers are not stored yet; run `labelloop label {project.config_path}` first")
+
+
 @flow(name="run-project")
-def run_project(config_path: Path, *, train: bool = True, stored_only: bool = False, show_progress: bool = True) -> Path:
+def run_project(project: Project, *, train: bool = True, show_progress: bool = True) -> Path:
     """Label (LLM answers from the store when present), fit the label model, train and evaluate the student.
 
     Args:
-        config_path: the project YAML.
+        project: the loaded project (``flows.project.load_project``).
         train: also train, evaluate and export the student.
-        stored_only: refuse to make LLM calls (``labelloop train`` after ``labelloop label``).
         show_progress: rich progress bars for LLM work.
 
     Returns:
         The run folder.
     """
     started = time.time()
-    project = load_project(config_path)
     cfg, taxonomy = project.config, project.taxonomy
-    if stored_only:
-        from flows.plan import plan_calls
-
-        missing = sum(row["llm_calls"] for row in plan_calls(project))
-        if missing:
-            raise ConfigError(f"{missing} LLM answers are not stored yet; run `labelloop label {config_path}` first")
     result = label_dataset(project, show_progress=show_progress)
     train_votes = result.splits["train"]
     y_dev = _gold_ids(project, "dev")

@@ -48,7 +48,9 @@ class LLMLabeler:
         The verbalizer and threshold are left out: changing them re-derives votes from stored
         answers without a single new LLM call.
         """
-        blob = json.dumps([self.kind, self.prompt, self.options, model_identity, params], sort_keys=True)
+        from programs.choice import PROMPT_FORMAT
+
+        blob = json.dumps([PROMPT_FORMAT, self.kind, self.prompt, self.options, model_identity, params], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def fit_calibration(self, content_free_answers: list[dict | None]) -> "LLMLabeler":

@@ -11,10 +11,25 @@ import math
 import re
 
 import dspy
+from dspy.utils.exceptions import AdapterParseError
 
 from programs.signatures import AnswerQuestion, classify_signature, closed
 
 TOP_LOGPROBS = 10
+# Bump when the prompt format changes: it is part of every labeler version, so stored answers
+# from an older format are not reused.
+PROMPT_FORMAT = "compact-json-1"
+
+
+class CompactJSONAdapter(dspy.JSONAdapter):
+    """DSPy's JSON adapter with a one-line reminder after the record text.
+
+    The options are already listed in the system message and enforced by the schema; repeating
+    them after the text cost about 40 prompt tokens per record, outside the cached prefix.
+    """
+
+    def user_message_output_requirements(self, signature) -> str:
+        return "Respond with a JSON object with the field(s) " + ", ".join(f"`{f}`" for f in signature.output_fields) + "."
 
 
 class ClosedChoice(dspy.Module):
@@ -35,7 +50,11 @@ class ClosedChoice(dspy.Module):
         self.fixed_inputs = fixed_inputs
 
     def forward(self, text: str) -> dspy.Prediction:
-        pred = self.predict(**self.fixed_inputs, text=text, config={"logprobs": True, "top_logprobs": TOP_LOGPROBS})
+        try:
+            with dspy.context(adapter=CompactJSONAdapter()):
+                pred = self.predict(**self.fixed_inputs, text=text, config={"logprobs": True, "top_logprobs": TOP_LOGPROBS})
+        except AdapterParseError as exc:  # an answer outside the options is data: the labeler abstains
+            return dspy.Prediction(answer=None, probs=None, raw=str(exc.lm_response)[:200])
         answer = getattr(pred, self.field, None)
         if answer not in self.options:
             return dspy.Prediction(answer=None, probs=None, raw=str(answer))

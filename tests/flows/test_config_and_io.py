@@ -1,0 +1,118 @@
+import json
+
+import pytest
+import yaml
+
+from flows.config import ConfigError, DataSpec, load_config
+from flows.io import atomic_path, read_records, read_taxonomy, write_frame
+from flows.project import load_project
+
+
+def _edit(config_path, **changes):
+    raw = yaml.safe_load(config_path.read_text())
+    raw.update(changes)
+    config_path.write_text(yaml.safe_dump(raw))
+    return config_path
+
+
+def test_example_config_loads_every_labeler_type(example_project):
+    project = load_project(example_project)
+    types = {spec.type for spec in project.config.labelers}
+    assert types == {"zero_shot", "prompt", "keywords", "regex", "python"}
+    assert project.config.data.path.is_absolute()
+    assert len(project.heuristic_lfs) >= 5
+
+
+def test_unknown_key_names_the_field(example_project):
+    _edit(example_project, lables=[])
+    with pytest.raises(ConfigError, match=r"lables: Extra inputs are not permitted"):
+        load_config(example_project)
+
+
+def test_wrong_type_says_what_arrived(example_project):
+    _edit(example_project, label_model="bayes")
+    with pytest.raises(ConfigError, match=r"label_model.*'snorkel' or 'majority'.*got 'bayes'"):
+        load_config(example_project)
+
+
+def test_invalid_yaml(tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_verbalizer_label_not_in_taxonomy(example_project):
+    raw = yaml.safe_load(example_project.read_text())
+    raw["labelers"][1]["answers"] = {"yes": "biling", "no": "abstain"}
+    example_project.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"maps to 'biling'"):
+        load_project(example_project)
+
+
+def test_keyword_label_not_in_taxonomy(example_project):
+    raw = yaml.safe_load(example_project.read_text())
+    raw["labelers"][2]["label"] = "money"
+    example_project.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"label 'money' is not in the taxonomy"):
+        load_project(example_project)
+
+
+@pytest.mark.parametrize("lines, message", [
+    ([{"id": "1", "body": "x"}], r"expected column\(s\) \['text'\], found \['id', 'body'\]"),
+    ([{"id": "1", "text": "  "}], r"empty or non-text 'text', e.g. id '1'"),
+    ([{"id": "1", "text": "a"}, {"id": "1", "text": "b"}], r"ids must be unique; 1 repeated"),
+])
+def test_bad_records(tmp_path, lines, message):
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines))
+    with pytest.raises(ConfigError, match=message):
+        read_records(DataSpec(path=path))
+
+
+def test_non_utf8_and_missing_files(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_bytes(b"id,text\n1,caf\xe9\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        read_records(DataSpec(path=path))
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_records(DataSpec(path=tmp_path / "missing.jsonl"))
+    with pytest.raises(ConfigError, match="line 2: expected one JSON object"):
+        (tmp_path / "x.jsonl").write_text('{"id": 1, "text": "a"}\n{oops\n')
+        read_records(DataSpec(path=tmp_path / "x.jsonl"))
+
+
+def test_csv_parquet_and_hf_dataset_round_trip(tmp_path):
+    import pandas as pd
+    from datasets import Dataset
+
+    frame = pd.DataFrame({"id": ["a", "b"], "text": ["one", "two"], "label": ["x", "y"]})
+    for name in ("r.csv", "r.parquet", "r.jsonl"):
+        write_frame(tmp_path / name, frame)
+        assert read_records(DataSpec(path=tmp_path / name))["text"].tolist() == ["one", "two"]
+    Dataset.from_pandas(frame).save_to_disk(str(tmp_path / "hf"))
+    assert read_records(DataSpec(path=tmp_path / "hf"))["label"].tolist() == ["x", "y"]
+
+
+def test_taxonomy_errors(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("labels:\n  - name: a\n  - name: a\n")
+    with pytest.raises(ConfigError, match="unique; repeated: \\['a'\\]"):
+        read_taxonomy(path)
+    path.write_text("labels: nope\n")
+    with pytest.raises(ConfigError, match="expected `labels:` as a list"):
+        read_taxonomy(path)
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash")
+    assert list(tmp_path.iterdir()) == []

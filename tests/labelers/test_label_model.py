@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from labelers.label_model import LabelModelWrapper, MajorityVote, estimate_class_balance
+from labelers.labels import ABSTAIN
+
+
+def _synthetic(n=2000, seed=0):
+    """One accurate labeler among four weak, independent ones: weighting beats counting."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    L = np.stack([np.where(rng.random(n) < acc, y, 1 - y) for acc in (0.95, 0.65, 0.6, 0.6, 0.55)], axis=1)
+    L[rng.random(L.shape) < 0.2] = ABSTAIN
+    return L, y
+
+
+def test_label_model_follows_sklearn_contract():
+    L, _ = _synthetic()
+    model = LabelModelWrapper(cardinality=2, seed=1)
+    assert model.fit(L) is model
+    P = model.predict_proba(L)
+    assert P.shape == (len(L), 2) and np.allclose(P.sum(axis=1), 1)
+
+
+def test_label_model_beats_majority_vote_when_accuracies_differ():
+    L, y = _synthetic()
+    lm_acc = (LabelModelWrapper(cardinality=2, seed=0).fit(L).predict(L, tie_break="random") == y).mean()
+    mv_acc = (MajorityVote(cardinality=2).fit(L).predict(L, tie_break="random") == y).mean()
+    assert lm_acc > mv_acc
+
+
+def test_label_model_is_repeatable_with_a_seed():
+    L, _ = _synthetic()
+    a = LabelModelWrapper(seed=3).fit(L).predict_proba(L)
+    b = LabelModelWrapper(seed=3).fit(L).predict_proba(L)
+    assert np.allclose(a, b)
+
+
+def test_errors_name_the_problem():
+    with pytest.raises(ValueError, match="at least 3 labelers"):
+        LabelModelWrapper().fit(np.zeros((5, 2), dtype=int))
+    with pytest.raises(ValueError, match=r"outside \[-1, 1\]"):
+        MajorityVote(cardinality=2).fit(np.array([[0, 2, 1]]))
+    model = MajorityVote(cardinality=2).fit(np.zeros((3, 3), dtype=int))
+    with pytest.raises(ValueError, match="L has 2 columns but the model was fitted on 3"):
+        model.predict(np.zeros((3, 2), dtype=int))
+
+
+def test_majority_vote_uncovered_rows_get_the_prior_and_abstain():
+    mv = MajorityVote(cardinality=2).fit(np.array([[-1, -1]]), class_balance=[0.7, 0.3])
+    assert mv.predict_proba(np.array([[-1, -1]])).tolist() == [[0.7, 0.3]]
+    assert mv.predict(np.array([[-1, -1]])).tolist() == [ABSTAIN]
+
+
+def test_class_balance_is_smoothed():
+    assert estimate_class_balance([1, 1, 1], 2).tolist() == [0.2, 0.8]

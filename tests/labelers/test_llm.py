@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+from labelers.labels import ABSTAIN, Taxonomy
+from labelers.llm import prompt_labeler, zero_shot_labeler
+
+TAX = Taxonomy(("ham", "spam"), ("a real comment", "self-promotion"))
+
+
+def _ans(yes: float):
+    return {"answer": "yes" if yes >= 0.5 else "no", "probs": {"yes": yes, "no": 1 - yes}}
+
+
+def test_verbalizer_maps_answers_and_abstains():
+    lf = prompt_labeler("asks_sub", "Asks to subscribe?", {"yes": "spam", "no": "abstain"}, TAX, calibrate=False)
+    assert lf.votes([_ans(0.9), _ans(0.2), None, {"answer": None, "probs": None}]).tolist() == [1, ABSTAIN, ABSTAIN, ABSTAIN]
+
+
+def test_contextual_calibration_removes_a_yes_bias():
+    lf = prompt_labeler("q", "Q?", {"yes": "spam", "no": "ham"}, TAX)
+    # the model says yes with 0.8 even on content-free input: 0.8 on a real record is no evidence
+    lf.fit_calibration([_ans(0.8), _ans(0.8)])
+    assert lf.vote(_ans(0.7)) == 0  # below the bias -> "no" -> ham
+    assert lf.vote(_ans(0.95)) == 1
+    uncalibrated = prompt_labeler("q", "Q?", {"yes": "spam", "no": "ham"}, TAX, calibrate=False).fit_calibration([_ans(0.8)])
+    assert uncalibrated.vote(_ans(0.7)) == 1
+
+
+def test_threshold_turns_unsure_answers_into_abstains():
+    lf = prompt_labeler("q", "Q?", {"yes": "spam", "no": "ham"}, TAX, threshold=0.8, calibrate=False)
+    assert [lf.vote(_ans(p)) for p in (0.9, 0.6, 0.1)] == [1, ABSTAIN, 0]
+
+
+def test_version_changes_with_prompt_and_model_but_not_verbalizer():
+    a = prompt_labeler("q", "Q?", {"yes": "spam", "no": "abstain"}, TAX)
+    b = prompt_labeler("q", "Q?", {"yes": "spam", "no": "ham"}, TAX)
+    c = prompt_labeler("q", "Other?", {"yes": "spam", "no": "abstain"}, TAX)
+    assert a.version("m1", {}) == b.version("m1", {})
+    assert a.version("m1", {}) != c.version("m1", {})
+    assert a.version("m1", {}) != a.version("m2", {})
+    assert a.version("m1", {"temperature": 0}) != a.version("m1", {"temperature": 1})
+
+
+def test_verbalizer_with_unknown_label_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"maps to 'spamm'.*\['ham', 'spam'\]"):
+        prompt_labeler("q", "Q?", {"yes": "spamm", "no": "abstain"}, TAX)
+    with pytest.raises(ValueError, match="can never vote"):
+        prompt_labeler("q", "Q?", {"yes": "abstain", "no": "abstain"}, TAX)
+
+
+def test_zero_shot_votes_label_ids():
+    lf = zero_shot_labeler(TAX, calibrate=False)
+    votes = lf.votes([{"answer": "spam", "probs": {"ham": 0.1, "spam": 0.9}}, {"answer": "ham", "probs": None}])
+    assert votes.tolist() == [1, 0]
+    assert isinstance(votes, np.ndarray)

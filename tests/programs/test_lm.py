@@ -1,0 +1,55 @@
+import hashlib
+import sys
+
+import pytest
+
+from programs import lm as lm_mod
+from programs.lm import EmbeddedModel, ModelNotAvailable, embedded_model_path, make_lm
+
+
+def _fake_model(tmp_path, monkeypatch, chunks: list[bytes], sha: str | None = None):
+    site = tmp_path / "site"
+    for i, chunk in enumerate(chunks, 1):
+        pkg = site / f"fakechunk_part{i}" / "data"
+        pkg.mkdir(parents=True)
+        (pkg.parent / "__init__.py").write_text("")
+        (pkg / "part01.bin").write_bytes(chunk)
+    monkeypatch.syspath_prepend(str(site))
+    for name in list(sys.modules):
+        if name.startswith("fakechunk_part"):
+            del sys.modules[name]
+    model = EmbeddedModel("fake-model", "fakechunk_part", len(chunks), "0.0.1",
+                          sha or hashlib.sha256(b"".join(chunks)).hexdigest(), "model")
+    monkeypatch.setitem(lm_mod.EMBEDDED_MODELS, "fake", model)
+    return model
+
+
+def test_chunks_are_assembled_once_and_checked(tmp_path, monkeypatch):
+    _fake_model(tmp_path, monkeypatch, [b"GGUF-a", b"-b", b"-c"])
+    path = embedded_model_path("fake", cache_dir=tmp_path / "cache")
+    assert path.read_bytes() == b"GGUF-a-b-c"
+    assert embedded_model_path("fake", cache_dir=tmp_path / "cache") == path
+
+
+def test_checksum_mismatch_is_refused_and_leaves_nothing(tmp_path, monkeypatch):
+    _fake_model(tmp_path, monkeypatch, [b"GGUF", b"x"], sha="0" * 64)
+    with pytest.raises(ModelNotAvailable, match="expected 0000"):
+        embedded_model_path("fake", cache_dir=tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_missing_chunk_packages_say_what_to_install(tmp_path, monkeypatch):
+    model = EmbeddedModel("absent", "no_such_chunk_pkg_", 3, "1.0", "0" * 64, "model")
+    monkeypatch.setitem(lm_mod.EMBEDDED_MODELS, "absent", model)
+    with pytest.raises(ModelNotAvailable, match=r"3 of 3 chunk packages are missing.*labelloop\[model\]"):
+        embedded_model_path("absent", cache_dir=tmp_path)
+
+
+def test_gguf_path_that_does_not_exist(tmp_path):
+    with pytest.raises(ModelNotAvailable, match="does not exist"):
+        make_lm(str(tmp_path / "nope.gguf"))
+
+
+def test_model_strings_become_dspy_lms():
+    lm = make_lm("openai/my-model", api_base="http://127.0.0.1:9/v1")
+    assert lm.model == "openai/my-model"
