@@ -37,7 +37,7 @@ class ZeroShotLF(_Strict):
     type: Literal["zero_shot"]
     name: str = "zero_shot"
     threshold: float = Field(0.0, ge=0, le=1)
-    calibrate: bool = True
+    calibration: Literal["batch", "content_free", "none"] = "batch"
 
 
 class PromptLF(_Strict):
@@ -46,7 +46,7 @@ class PromptLF(_Strict):
     question: str
     answers: dict[str, str]
     threshold: float = Field(0.0, ge=0, le=1)
-    calibrate: bool = True
+    calibration: Literal["batch", "content_free", "none"] = "batch"
 
     @field_validator("answers")
     @classmethod

@@ -22,6 +22,7 @@ from snorkel.labeling import LFApplier  # noqa: E402
 
 from flows.project import Project  # noqa: E402
 from flows.store import VoteStore  # noqa: E402
+from labelers.label_model import estimate_class_balance  # noqa: E402
 from labelers.labels import ABSTAIN  # noqa: E402
 from labelers.llm import CONTENT_FREE_TEXTS, LLMLabeler, build_program  # noqa: E402
 from programs.lm import make_lm, model_identity  # noqa: E402
@@ -108,12 +109,22 @@ def apply_heuristics(lfs: list, texts: list[str]) -> np.ndarray:
 
 
 def content_free_items(labeler: LLMLabeler) -> list[tuple[str, str]]:
+    """The extra inputs a labeler with content-free calibration must be asked about."""
+    if labeler.calibration != "content_free":
+        return []
     return [(f"__content_free_{i}", text or " ") for i, text in enumerate(CONTENT_FREE_TEXTS)]
+
+
+def dev_class_balance(project: Project):
+    dev = project.splits.get("dev")
+    if dev is None or not len(dev):
+        return None
+    return estimate_class_balance([project.taxonomy.id(x) for x in dev["label"]], len(project.taxonomy))
 
 
 @flow(name="label-dataset", log_prints=True)
 def label_dataset(project: Project, show_progress: bool = True) -> LabelingResult:
-    """Run every labeler on every split; LLM labelers are calibrated on content-free inputs first."""
+    """Run every labeler on every split; LLM labelers are calibrated before their answers become votes."""
     logger = get_run_logger()
     cfg = project.config
     store = VoteStore(cfg.store)
@@ -121,6 +132,7 @@ def label_dataset(project: Project, show_progress: bool = True) -> LabelingResul
                  max_tokens=cfg.lm.max_tokens, n_threads=cfg.lm.n_threads) if project.llm_labelers else None
     splits = {name: SplitVotes(df["id"].tolist(), df["text"].tolist(), np.empty(0)) for name, df in project.splits.items()}
     calls, invalid, errors = 0, {}, {}
+    balance = dev_class_balance(project)
     columns = {name: [] for name in splits}
     try:
         for labeler in project.llm_labelers:
@@ -129,7 +141,9 @@ def label_dataset(project: Project, show_progress: bool = True) -> LabelingResul
             items = content_free_items(labeler) + [it for s in splits.values() for it in zip(s.ids, s.texts)]
             answers, n, failed = answer_with_llm(labeler, items, lm, store, version, cfg.lm.max_concurrency, show_progress)
             calls, errors[labeler.name] = calls + n, failed
-            labeler.fit_calibration([answers.get(rid) for rid, _ in content_free_items(labeler)])
+            labeler.fit_calibration([answers.get(rid) for rid in splits["train"].ids],
+                                    content_free_answers=[answers.get(rid) for rid, _ in content_free_items(labeler)],
+                                    class_balance=balance)
             invalid[labeler.name] = 0
             for name, s in splits.items():
                 got = [answers.get(rid) for rid in s.ids]

@@ -63,11 +63,11 @@ def build_labelers(cfg: ProjectConfig, taxonomy: Taxonomy) -> tuple[list[LLMLabe
     llm, heuristic = [], []
     for spec in cfg.labelers:
         if isinstance(spec, ZeroShotLF):
-            llm.append(zero_shot_labeler(taxonomy, spec.name, threshold=spec.threshold, calibrate=spec.calibrate))
+            llm.append(zero_shot_labeler(taxonomy, spec.name, threshold=spec.threshold, calibration=spec.calibration))
         elif isinstance(spec, PromptLF):
             try:
                 llm.append(prompt_labeler(spec.name, spec.question, spec.answers, taxonomy,
-                                          threshold=spec.threshold, calibrate=spec.calibrate))
+                                          threshold=spec.threshold, calibration=spec.calibration))
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
         elif isinstance(spec, KeywordLF):

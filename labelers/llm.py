@@ -1,9 +1,16 @@
 """LLM labelers: map program answers (computed earlier, by a flow) to votes.
 
-A program answer is ``{"answer": option or None, "probs": {option: p} or None}``. The labeler
-calibrates the probabilities with the answers to content-free inputs (contextual calibration,
-as in "Language Models in the Loop"), takes the most probable option, abstains when its calibrated
-probability is under the threshold, and maps the option through the verbalizer.
+A program answer is ``{"answer": option or None, "probs": {option: p} or None}``. Small models are
+strongly biased toward some answers (a 1.5B model calls most support messages "technical_issue",
+and answers "yes" far too often), so a labeler first calibrates the probabilities, then takes the
+most probable option, abstains under the threshold, and maps the option through the verbalizer.
+
+Calibration divides by a reference distribution and multiplies by the expected option prior:
+- ``batch`` (default): the reference is the mean answer distribution over the unlabeled records
+  themselves (batch calibration); the prior comes from the gold dev labels' class balance.
+- ``content_free``: the reference is the answer to content-free inputs such as "N/A" (contextual
+  calibration, as in "Language Models in the Loop"), with a uniform prior.
+- ``none``: the model's own probabilities.
 """
 
 from __future__ import annotations
@@ -17,6 +24,12 @@ import numpy as np
 from labelers.labels import ABSTAIN, Taxonomy
 
 CONTENT_FREE_TEXTS = ("N/A", "", "[MASK]")
+CALIBRATIONS = ("batch", "content_free", "none")
+
+
+def _mean_probs(answers, options: list[str]) -> np.ndarray | None:
+    rows = [[a["probs"].get(o, 0.0) for o in options] for a in answers if a and a.get("probs")]
+    return np.mean(rows, axis=0) if rows else None
 
 
 @dataclass
@@ -30,7 +43,7 @@ class LLMLabeler:
         verbalizer: option -> label id or ABSTAIN.
         prompt: what the program is asked (the question, or the taxonomy for zero-shot).
         threshold: minimum calibrated probability to vote; below it the labeler abstains.
-        calibrate: divide by the content-free answer distribution before voting.
+        calibration: ``batch``, ``content_free`` or ``none`` (see the module docstring).
     """
 
     name: str
@@ -39,32 +52,58 @@ class LLMLabeler:
     verbalizer: dict[str, int]
     prompt: str
     threshold: float = 0.0
-    calibrate: bool = True
-    content_free_: dict[str, float] | None = field(default=None, repr=False)
+    calibration: str = "batch"
+    scale_: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"labeler {self.name!r}: calibration must be one of {CALIBRATIONS}, got {self.calibration!r}")
 
     def version(self, model_identity: str, params: dict) -> str:
         """Hash of what determines the program's answers: prompt, options, model and parameters.
 
-        The verbalizer and threshold are left out: changing them re-derives votes from stored
-        answers without a single new LLM call.
+        The verbalizer, threshold and calibration are left out: changing them re-derives votes
+        from stored answers without a single new LLM call.
         """
         from programs.choice import PROMPT_FORMAT
 
         blob = json.dumps([PROMPT_FORMAT, self.kind, self.prompt, self.options, model_identity, params], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def fit_calibration(self, content_free_answers: list[dict | None]) -> "LLMLabeler":
-        """Average the content-free distributions; they measure the model's bias toward each option."""
-        probs = [a["probs"] for a in content_free_answers if a and a.get("probs")]
-        if self.calibrate and probs:
-            self.content_free_ = {o: float(np.mean([p.get(o, 0.0) for p in probs])) for o in self.options}
+    def option_prior(self, class_balance=None) -> np.ndarray:
+        """Expected share of each option: its label's class balance; abstain options share the rest.
+
+        >>> lf = LLMLabeler("q", "prompt", ["yes", "no"], {"yes": 1, "no": -1}, "Q?")
+        >>> lf.option_prior([0.75, 0.25]).tolist()
+        [0.25, 0.75]
+        """
+        k = 1 + max(self.verbalizer.values())
+        balance = np.full(k, 1 / k) if class_balance is None else np.asarray(class_balance, dtype=float)
+        targets = [self.verbalizer[o] for o in self.options]
+        prior = np.array([balance[t] if t != ABSTAIN else 0.0 for t in targets])
+        n_abstain = sum(t == ABSTAIN for t in targets)
+        if n_abstain:
+            rest = max(1.0 - prior.sum(), 0.05)
+            prior = np.where(np.array(targets) == ABSTAIN, rest / n_abstain, prior)
+        return prior / prior.sum()
+
+    def fit_calibration(self, pool_answers=(), *, content_free_answers=(), class_balance=None) -> "LLMLabeler":
+        """Learn the per-option scale from the unlabeled pool or the content-free answers."""
+        self.scale_ = None
+        if self.calibration == "batch":
+            reference, prior = _mean_probs(pool_answers, self.options), self.option_prior(class_balance)
+        elif self.calibration == "content_free":
+            reference, prior = _mean_probs(content_free_answers, self.options), np.ones(len(self.options))
+        else:
+            return self
+        if reference is not None:
+            self.scale_ = prior / np.clip(reference, 1e-3, None)
         return self
 
     def calibrated(self, probs: dict[str, float]) -> np.ndarray:
         p = np.array([probs.get(o, 0.0) for o in self.options], dtype=float)
-        if self.content_free_ is not None:
-            prior = np.array([self.content_free_.get(o, 0.0) for o in self.options])
-            p = p / np.clip(prior, 1e-3, None)
+        if self.scale_ is not None:
+            p = p * self.scale_
         total = p.sum()
         return p / total if total > 0 else p
 
