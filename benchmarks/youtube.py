@@ -103,7 +103,7 @@ def main() -> None:
     from flows.train_student import train_student
     from labelers.analysis import scores
     from labelers.labels import ABSTAIN
-    from labelers.student import fit_student, predict_proba_full
+    from labelers.student import FEATURES, fit_student, make_student, predict_proba_full
 
     started = time.time()
     config_path = prepare(args.train_size, args.dev_size, args.seed, args.model)
@@ -116,6 +116,7 @@ def main() -> None:
     labeled = label_dataset(project)
     tested = label_dataset(test_project)
     llm_calls = labeled.llm_calls + tested.llm_calls
+    answers_used = len(project.llm_labelers) * (len(labeled.splits["train"].ids) + len(labeled.splits["dev"].ids)) + len(test_df)
 
     y_train = np.array([NAMES.index(x) for x in pd.read_json(CACHE / "train_gold.jsonl", lines=True)["label"]])
     y_dev = np.array([NAMES.index(x) for x in project.splits["dev"]["label"]])
@@ -125,17 +126,27 @@ def main() -> None:
                                                       seed=args.seed)
     raw = tested.splits["train"].answers["zero_shot"]
     zero_shot_pred = np.array([NAMES.index(a["answer"]) if a and a.get("answer") in NAMES else ABSTAIN for a in raw])
-    student_pred = predict_proba_full(student, test_df["text"].tolist(), 2).argmax(axis=1)
+    test_texts = test_df["text"].tolist()
+    student_pred = predict_proba_full(student, test_texts, 2).argmax(axis=1)
     gold_student = fit_student(train.texts, np.eye(2)[y_train], seed=args.seed)
-    ceiling = predict_proba_full(gold_student, test_df["text"].tolist(), 2).argmax(axis=1)
+    ceiling = predict_proba_full(gold_student, test_texts, 2).argmax(axis=1)
+    covered = (train.L != ABSTAIN).any(axis=1)
+    by_features = {}
+    for features in FEATURES:  # the same denoised labels, each student feature set
+        other = fit_student([t for t, c in zip(train.texts, covered) if c], P[covered],
+                            student=make_student(features, seed=args.seed))
+        by_features[features] = scores(y_test, predict_proba_full(other, test_texts, 2).argmax(axis=1), 2)["accuracy"]
 
     res = {
         "zero_shot_acc": scores(y_test, zero_shot_pred, 2)["accuracy"],
         "majority_vote_acc": scores(y_train, majority.predict(train.L, tie_break="random"), 2)["accuracy"],
         "label_model_acc": scores(y_train, model.predict(train.L, tie_break="random"), 2)["accuracy"],
         "student_acc": scores(y_test, student_pred, 2)["accuracy"],
-        "llm_calls": llm_calls,
+        "llm_calls": answers_used,
+        "llm_calls_this_run": llm_calls,
         "model": args.model,
+        "student_features": project.config.student.features,
+        "student_acc_by_features": by_features,
         "student_on_gold_labels_acc": scores(y_test, ceiling, 2)["accuracy"],
         "label_model_coverage": round(float((train.L != ABSTAIN).any(axis=1).mean()), 3),
         "train_sample_size": len(train.ids), "dev_size": len(y_dev), "test_size": len(y_test), "seed": args.seed,
@@ -157,8 +168,10 @@ def main() -> None:
     print(f"{'method':<34}{'accuracy':>10}   scored on")
     for key in ("zero_shot_acc", "majority_vote_acc", "label_model_acc", "student_acc", "student_on_gold_labels_acc"):
         print(f"{key:<34}{res[key]:>10.3f}   {res['scored_on'][key]}")
+    print("student by features (same labels): " + ", ".join(f"{k} {v:.3f}" for k, v in by_features.items()))
     print(f"student error reduction vs zero-shot: {res['error_reduction_vs_zero_shot']:.1%}")
-    print(f"LLM calls: {llm_calls}   wall time: {res['wall_s']:.0f} s   -> {args.out}")
+    print(f"LLM answers used: {answers_used}, of which paid for in this run: {llm_calls} (the rest came from the vote store)")
+    print(f"wall time: {res['wall_s']:.0f} s   -> {args.out}")
     for name, s in per_lf.items():
         print(f"  {name:<30} coverage {s['coverage']:.2f}  accuracy {s['accuracy']}")
 

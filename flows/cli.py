@@ -85,17 +85,25 @@ def train(config: Path = CONFIG):
 @app.command()
 def plan(config: Path = CONFIG):
     """Count the LLM calls and prompt tokens a run would make, before making any."""
-    from flows.plan import plan_calls
+    from flows.plan import estimate_cost, plan_calls
     from flows.project import load_project
 
-    rows = _guard(lambda: plan_calls(load_project(config)))
+    project = _guard(load_project, config)
+    rows = _guard(plan_calls, project)
     table = Table(title="LLM work for this run")
     for col in ("labeler", "records", "stored", "llm_calls", "prompt_tokens"):
         table.add_column(col, justify="right" if col != "labeler" else "left")
     for row in rows:
         table.add_row(*(str(row[c]) for c in ("labeler", "records", "stored", "llm_calls", "prompt_tokens")))
     console.print(table)
-    console.print(f"total: {sum(r['llm_calls'] for r in rows)} LLM calls, ~{sum(r['prompt_tokens'] for r in rows)} prompt tokens")
+    calls, tokens = sum(r["llm_calls"] for r in rows), sum(r["prompt_tokens"] for r in rows)
+    console.print(f"total: {calls} LLM calls, ~{tokens} prompt tokens")
+    model = project.config.lm.model
+    cost = estimate_cost(model, calls, tokens)
+    if cost is not None:
+        console.print(f"estimated cost on {model}: ${cost:.4f} (list prices; the shared prompt prefix may be cached for less)")
+    elif model.startswith("local") or model.endswith(".gguf"):
+        console.print(f"runs locally, no API cost; about {calls / 60:.0f} min on 2 CPU cores at ~1 s per call")
 
 
 @app.command()

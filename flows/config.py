@@ -80,7 +80,7 @@ LabelerSpec = Annotated[Union[ZeroShotLF, PromptLF, KeywordLF, RegexLF, PythonLF
 
 
 class StudentSpec(_Strict):
-    features: Literal["tfidf"] = "tfidf"
+    features: Literal["tfidf", "embeddings", "tfidf+embeddings"] = "tfidf"
     max_features: int = 50_000
     C: float = 4.0
     min_confidence: float = Field(0.0, ge=0, le=1)
@@ -144,15 +144,21 @@ def _format_errors(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def read_yaml(path: Path, what: str, hint: str = ""):
+    """Parse a YAML file, or raise ConfigError saying which file is missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file {path} does not exist{hint}")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+
+
 def load_config(path: Path) -> ProjectConfig:
     """Read and validate a project config; errors name the field, what was expected and what arrived."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    raw = read_yaml(path, "config")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of config keys, got {type(raw).__name__}")
     try:

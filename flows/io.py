@@ -9,9 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from flows.config import ConfigError, DataSpec
+from flows.config import ConfigError, DataSpec, read_yaml
 from labelers.labels import Taxonomy
 
 FORMATS = (".csv", ".jsonl", ".json", ".parquet")
@@ -78,13 +77,7 @@ def read_records(spec: DataSpec, *, require_label: bool = False) -> pd.DataFrame
 
 def read_taxonomy(path: Path) -> Taxonomy:
     """Read ``labels: [{name, description}]`` from YAML."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"taxonomy file {path} does not exist (write one, or run `labelloop init`)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    raw = read_yaml(path, "taxonomy", " (write one, or run `labelloop init`)")
     labels = raw.get("labels") if isinstance(raw, dict) else None
     if not isinstance(labels, list) or not all(isinstance(x, dict) and isinstance(x.get("name"), str) for x in labels):
         raise ConfigError(f"{path}: expected `labels:` as a list of {{name, description}} mappings, got {raw!r:.200}")

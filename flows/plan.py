@@ -19,6 +19,30 @@ def _prompt_chars(program, text: str) -> int:
     return sum(len(m["content"]) for m in messages)
 
 
+ANSWER_TOKENS = 8  # a closed-choice JSON answer such as {"answer": "yes"}
+
+
+def _price(model: str) -> tuple[float, float] | None:
+    """(input, output) USD per token from LiteLLM's bundled cost map, or None for local or unknown models."""
+    from programs.lm import EMBEDDED_MODELS
+
+    if model in EMBEDDED_MODELS or model.endswith(".gguf"):
+        return None
+    import litellm
+
+    for key in (model, model.split("/", 1)[-1]):
+        info = litellm.model_cost.get(key)
+        if info and info.get("input_cost_per_token") is not None:
+            return info["input_cost_per_token"], info.get("output_cost_per_token") or 0.0
+    return None
+
+
+def estimate_cost(model: str, calls: int, prompt_tokens: int) -> float | None:
+    """Estimated USD for a hosted model; None when it runs locally (free) or its price is unknown."""
+    price = _price(model)
+    return None if price is None else prompt_tokens * price[0] + calls * ANSWER_TOKENS * price[1]
+
+
 def plan_calls(project: Project) -> list[dict]:
     """Per LLM labeler: answers already stored, LLM calls still needed, and estimated prompt tokens.
 

@@ -35,7 +35,7 @@ def render_model_card(name: str, labels, metrics: dict, labelers: list[str]) -> 
     test = metrics["scores"].get("test", {}).get("student", {})
     return (
         f"# Model card: {name}\n\n"
-        "A TF-IDF (word and character n-grams) + logistic regression text classifier, trained by labelloop on "
+        f"A logistic regression text classifier on {metrics['features']} features, trained by labelloop on "
         "probabilistic labels from a label model over weak labelers; no hand labels were used for training.\n\n"
         f"- labels: {', '.join(labels)}\n- labelers: {', '.join(labelers)}\n"
         f"- training records: {metrics['n_train']}\n- LLM: `{metrics['model']}`\n"

@@ -78,7 +78,7 @@ def run_project(project: Project, *, train: bool = True, show_progress: bool = T
     y_dev = _gold_ids(project, "dev")
     student, model, majority, P, kind = train_student(
         train_votes.texts, train_votes.L, len(taxonomy), label_model=cfg.label_model, y_dev=y_dev,
-        max_features=cfg.student.max_features, C=cfg.student.C, min_confidence=cfg.student.min_confidence, seed=cfg.seed,
+        features=cfg.student.features, max_features=cfg.student.max_features, C=cfg.student.C, min_confidence=cfg.student.min_confidence, seed=cfg.seed,
     ) if train else (None, None, None, None, cfg.label_model)
     if not train:
         from flows.train_student import fit_label_model
@@ -99,7 +99,7 @@ def run_project(project: Project, *, train: bool = True, show_progress: bool = T
     probs["label"] = np.where(covered, np.array(taxonomy.names, dtype=object)[P.argmax(axis=1)], "")
     probs["confidence"] = np.where(covered, P.max(axis=1), 0.0)
     metrics = {
-        "name": cfg.name, "model": cfg.lm.model, "label_model": kind, "n_train": len(train_votes.ids),
+        "name": cfg.name, "model": cfg.lm.model, "label_model": kind, "features": cfg.student.features, "n_train": len(train_votes.ids),
         "coverage": float(covered.mean()), "llm_calls": result.llm_calls, "llm_errors": result.errors,
         "scores": evaluate(project, result, model, majority, student) if train else {},
     }

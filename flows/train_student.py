@@ -21,6 +21,7 @@ TRUSTED_TYPES = {
     "sklearn.pipeline.FeatureUnion", "sklearn.feature_extraction.text.TfidfVectorizer",
     "sklearn.feature_extraction.text.TfidfTransformer", "builtins.str", "numpy.float64", "numpy.int64",
     "numpy.dtype", "builtins.dict", "builtins.list", "builtins.tuple", "builtins.type",
+    "labelers.student.SentenceEmbedder",
 }
 
 
@@ -36,13 +37,13 @@ def fit_label_model(kind: str, L: np.ndarray, cardinality: int, y_dev=None, seed
 
 
 @task(cache_policy=NO_CACHE)
-def train_on_probs(texts: list[str], P: np.ndarray, covered: np.ndarray, *, max_features: int, C: float,
-                   min_confidence: float, seed: int) -> Pipeline:
+def train_on_probs(texts: list[str], P: np.ndarray, covered: np.ndarray, *, features: str, max_features: int,
+                   C: float, min_confidence: float, seed: int) -> Pipeline:
     """Train the student on records where at least one labeler voted."""
     if covered.sum() < 2:
         raise ConfigError(f"only {int(covered.sum())} record(s) got any vote; add labelers or data before training")
     return fit_student([t for t, c in zip(texts, covered) if c], P[covered], min_confidence=min_confidence,
-                       student=make_student(max_features=max_features, C=C, seed=seed), seed=seed)
+                       student=make_student(features, max_features=max_features, C=C, seed=seed), seed=seed)
 
 
 def save_student(student: Pipeline, path: Path) -> Path:
@@ -68,10 +69,12 @@ def load_student(path: Path) -> Pipeline:
 
 @flow(name="train-student")
 def train_student(texts: list[str], L: np.ndarray, cardinality: int, *, label_model: str = "snorkel", y_dev=None,
-                  L_dev=None, max_features: int = 50_000, C: float = 4.0, min_confidence: float = 0.0, seed: int = 0):
+                  features: str = "tfidf", max_features: int = 50_000, C: float = 4.0, min_confidence: float = 0.0,
+                  seed: int = 0):
     """Label model -> probabilistic labels -> student. Returns (student, label model, majority vote, P)."""
     model, majority, kind = fit_label_model(label_model, L, cardinality, y_dev, seed)
     P = model.predict_proba(L)
     covered = (L != ABSTAIN).any(axis=1)
-    student = train_on_probs(texts, P, covered, max_features=max_features, C=C, min_confidence=min_confidence, seed=seed)
+    student = train_on_probs(texts, P, covered, features=features, max_features=max_features, C=C,
+                             min_confidence=min_confidence, seed=seed)
     return student, model, majority, P, kind

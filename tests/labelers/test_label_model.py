@@ -54,3 +54,18 @@ def test_majority_vote_uncovered_rows_get_the_prior_and_abstain():
 
 def test_class_balance_is_smoothed():
     assert estimate_class_balance([1, 1, 1], 2).tolist() == [0.2, 0.8]
+
+
+def test_rebalancing_matches_the_class_balance_and_keeps_the_ranking():
+    rng = np.random.default_rng(0)
+    y = (rng.random(3000) < 0.5).astype(int)
+    # four labelers that only ever vote class 1 (precise but one-sided) and one weak two-sided one
+    cols = [np.where((y == 1) & (rng.random(3000) < 0.4), 1, ABSTAIN) for _ in range(4)]
+    cols.append(np.where(rng.random(3000) < 0.6, y, 1 - y))
+    L = np.stack(cols, axis=1)
+    plain = LabelModelWrapper(seed=0, rebalance=False).fit(L, class_balance=[0.5, 0.5])
+    rebalanced = LabelModelWrapper(seed=0).fit(L, class_balance=[0.5, 0.5])
+    P = rebalanced.predict_proba(L)
+    assert P.mean(axis=0) == pytest.approx([0.5, 0.5], abs=1e-3)
+    assert np.array_equal(np.argsort(P[:, 1], kind="stable"), np.argsort(plain.predict_proba(L)[:, 1], kind="stable"))
+    assert (rebalanced.predict(L, tie_break="random") == y).mean() >= (plain.predict(L, tie_break="random") == y).mean()

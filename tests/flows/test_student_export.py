@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+import skops.io as sio
+from sklearn.tree import DecisionTreeClassifier
+
+from flows.config import ConfigError
+from flows.train_student import load_student, save_student
+from labelers.student import fit_student, make_student
+
+TEXTS = ["refund my money", "charged twice, refund please", "parcel is late", "where is my parcel",
+         "invoice wrong refund", "parcel never arrived"] * 4
+P = np.array([[0.9, 0.1], [0.8, 0.2], [0.2, 0.8], [0.1, 0.9], [0.7, 0.3], [0.3, 0.7]] * 4)
+
+
+@pytest.mark.parametrize("features", ["tfidf", "embeddings", "tfidf+embeddings"])
+def test_student_round_trips_through_skops(tmp_path, features):
+    student = fit_student(TEXTS, P, student=make_student(features))
+    path = save_student(student, tmp_path / "model.skops")
+    loaded = load_student(path)
+    probe = ["my refund is missing", "the parcel is lost"]
+    assert np.allclose(loaded.predict_proba(probe), student.predict_proba(probe))
+    assert loaded.predict(probe).tolist() == [0, 1]
+
+
+def test_unexpected_types_are_refused(tmp_path):
+    path = tmp_path / "other.skops"
+    sio.dump(DecisionTreeClassifier().fit([[0], [1]], [0, 1]), path)
+    with pytest.raises(ConfigError, match="never holds"):
+        load_student(path)
+
+
+def test_not_a_model_file(tmp_path):
+    path = tmp_path / "x.skops"
+    path.write_text("hello")
+    with pytest.raises(ConfigError, match="not a skops model file"):
+        load_student(path)
