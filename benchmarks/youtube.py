@@ -80,6 +80,28 @@ def prepare(train_size: int, dev_size: int, seed: int, model: str) -> Path:
     return CACHE / "config.yaml"
 
 
+def cost_per_record(project, student, texts: list[str], n_llm: int = 10) -> dict:
+    """Seconds per record, measured side by side now: the student on every text, the LLM on a few fresh calls."""
+    import dspy
+
+    from labelers.llm import build_program
+    from programs.lm import make_lm
+
+    started = time.perf_counter()
+    student.predict_proba(texts)
+    student_s = (time.perf_counter() - started) / len(texts)
+    lm = make_lm(project.config.lm.model)
+    program = build_program(next(lf for lf in project.llm_labelers if lf.kind == "zero_shot"))
+    with dspy.context(lm=lm):
+        program(text=texts[0])  # load the model and fill the prompt cache first, as a labeling run does
+        started = time.perf_counter()
+        for text in texts[1:n_llm + 1]:
+            program(text=text)
+    llm_s = (time.perf_counter() - started) / n_llm
+    return {"student_ms_per_record": round(student_s * 1000, 3), "llm_ms_per_record": round(llm_s * 1000, 1),
+            "student_cost_ratio": round(student_s / llm_s, 5)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--train-size", type=int, default=300)
@@ -155,6 +177,7 @@ def main() -> None:
                       "label_model_acc": "train sample (gold hidden while labeling)"},
         "wall_s": round(time.time() - started, 1),
     }
+    res.update(cost_per_record(project, student, test_texts))
     res["error_reduction_vs_zero_shot"] = round(1 - (1 - res["student_acc"]) / max(1 - res["zero_shot_acc"], 1e-9), 3)
     per_lf = {}
     for j, name in enumerate(labeled.names):
@@ -171,6 +194,8 @@ def main() -> None:
     print("student by features (same labels): " + ", ".join(f"{k} {v:.3f}" for k, v in by_features.items()))
     print(f"student error reduction vs zero-shot: {res['error_reduction_vs_zero_shot']:.1%}")
     print(f"LLM answers used: {answers_used}, of which paid for in this run: {llm_calls} (the rest came from the vote store)")
+    print(f"cost per record: student {res['student_ms_per_record']} ms, zero-shot LLM {res['llm_ms_per_record']} ms "
+          f"(student/LLM = {res['student_cost_ratio']:.4%}, measured side by side in this run)")
     print(f"wall time: {res['wall_s']:.0f} s   -> {args.out}")
     for name, s in per_lf.items():
         print(f"  {name:<30} coverage {s['coverage']:.2f}  accuracy {s['accuracy']}")

@@ -112,23 +112,21 @@ def predict(model: Path = typer.Argument(..., help="model.skops from a run folde
             output: Path = typer.Option(..., "--output", "-o", help="where to write predictions (.csv/.jsonl/.parquet)"),
             id_column: str = typer.Option("id", "--id"), text_column: str = typer.Option("text", "--text")):
     """Label a file with a trained student."""
-    import yaml
+    import json
 
-    from flows.config import DataSpec
+    from flows.config import ConfigError, DataSpec
     from flows.io import read_records, write_frame
     from flows.train_student import load_student
 
     def _predict():
         student = load_student(model)
-        cfg = yaml.safe_load((model.parent / "config.yaml").read_text()) if (model.parent / "config.yaml").exists() else None
-        from flows.io import read_taxonomy
-
-        names = read_taxonomy(Path(cfg["taxonomy"])).names if cfg else None
+        metrics = model.parent / "metrics.json"
+        if not metrics.is_file():
+            raise ConfigError(f"{metrics} is missing: predict needs the run folder the model was written to")
+        names = json.loads(metrics.read_text())["labels"]
         df = read_records(DataSpec(path=data, id=id_column, text=text_column))
         proba = student.predict_proba(df["text"].tolist())
-        best = proba.argmax(axis=1)
-        ids = student.classes_[best]
-        df["label"] = [names[i] for i in ids] if names else ids
+        df["label"] = [names[i] for i in student.classes_[proba.argmax(axis=1)]]
         df["confidence"] = proba.max(axis=1)
         return write_frame(output, df)
 

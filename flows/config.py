@@ -80,7 +80,7 @@ LabelerSpec = Annotated[Union[ZeroShotLF, PromptLF, KeywordLF, RegexLF, PythonLF
 
 
 class StudentSpec(_Strict):
-    features: Literal["tfidf", "embeddings", "tfidf+embeddings"] = "tfidf"
+    features: Literal["tfidf", "embeddings", "tfidf+embeddings"] = "tfidf+embeddings"
     max_features: int = 50_000
     C: float = 4.0
     min_confidence: float = Field(0.0, ge=0, le=1)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dspy
-
 from flows.label_dataset import content_free_items, labeler_version
 from flows.project import Project
 from flows.store import VoteStore

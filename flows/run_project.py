@@ -99,7 +99,8 @@ def run_project(project: Project, *, train: bool = True, show_progress: bool = T
     probs["label"] = np.where(covered, np.array(taxonomy.names, dtype=object)[P.argmax(axis=1)], "")
     probs["confidence"] = np.where(covered, P.max(axis=1), 0.0)
     metrics = {
-        "name": cfg.name, "model": cfg.lm.model, "label_model": kind, "features": cfg.student.features, "n_train": len(train_votes.ids),
+        "name": cfg.name, "labels": list(taxonomy.names), "model": cfg.lm.model, "label_model": kind,
+        "features": cfg.student.features, "n_train": len(train_votes.ids),
         "coverage": float(covered.mean()), "llm_calls": result.llm_calls, "llm_errors": result.errors,
         "scores": evaluate(project, result, model, majority, student) if train else {},
     }

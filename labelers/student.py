@@ -26,7 +26,8 @@ class SentenceEmbedder(TransformerMixin, BaseEstimator):
         return embed(list(X), self.package)
 
 
-def make_student(features: str = "tfidf", max_features: int = 50_000, C: float = 4.0, seed: int = 0) -> Pipeline:
+def make_student(features: str = "tfidf+embeddings", max_features: int = 50_000, C: float = 4.0,
+                 seed: int = 0) -> Pipeline:
     """A class-balanced logistic regression on TF-IDF word + character n-grams, sentence embeddings, or both."""
     if features not in FEATURES:
         raise ValueError(f"student features must be one of {FEATURES}, got {features!r}")

@@ -21,8 +21,8 @@ import numpy as np
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dspy  # noqa: E402
-from dspy.lm15 import Message, Response, TextPart, Usage  # noqa: E402
 from dspy._vendor.lm15.types import TokenLogprob, TopLogprob  # noqa: E402
+from dspy.lm15 import Message, Response, TextPart, Usage  # noqa: E402
 
 
 class ModelNotAvailable(RuntimeError):
