@@ -23,6 +23,9 @@ def load_embedder(package: str = DEFAULT_EMBEDDER):
     except ImportError:
         raise RuntimeError(f"the embedding model package {package!r} is not installed; pip install {package.replace('_', '-')}") from None
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a weight-loading bar on every CLI run is noise
 
     return SentenceTransformer(str(module.get_model_path()), device="cpu", local_files_only=True)
 
