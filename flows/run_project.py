@@ -15,7 +15,7 @@ from flows.io import write_frame, write_json, write_text
 from flows.label_dataset import label_dataset, label_matrix_frame
 from flows.project import Project
 from flows.report import render_model_card, render_report
-from flows.train_student import save_student, train_student
+from flows.train_student import fit_label_model, save_student, train_student
 from labelers.analysis import lf_summary, scores
 from labelers.labels import ABSTAIN
 from labelers.student import predict_proba_full
@@ -76,13 +76,14 @@ def run_project(project: Project, *, train: bool = True, show_progress: bool = T
     result = label_dataset(project, show_progress=show_progress)
     train_votes = result.splits["train"]
     y_dev = _gold_ids(project, "dev")
-    student, model, majority, P, kind = train_student(
-        train_votes.texts, train_votes.L, len(taxonomy), label_model=cfg.label_model, y_dev=y_dev,
-        features=cfg.student.features, max_features=cfg.student.max_features, C=cfg.student.C, min_confidence=cfg.student.min_confidence, seed=cfg.seed,
-    ) if train else (None, None, None, None, cfg.label_model)
-    if not train:
-        from flows.train_student import fit_label_model
-
+    if train:
+        student, model, majority, P, kind = train_student(
+            train_votes.texts, train_votes.L, len(taxonomy), label_model=cfg.label_model, y_dev=y_dev,
+            features=cfg.student.features, max_features=cfg.student.max_features, C=cfg.student.C,
+            min_confidence=cfg.student.min_confidence, seed=cfg.seed,
+        )
+    else:
+        student = None
         model, majority, kind = fit_label_model(cfg.label_model, train_votes.L, len(taxonomy), y_dev, cfg.seed)
         P = model.predict_proba(train_votes.L)
 
