@@ -71,7 +71,11 @@ def load_student(path: Path) -> Pipeline:
 def train_student(texts: list[str], L: np.ndarray, cardinality: int, *, label_model: str = "snorkel", y_dev=None,
                   features: str = "tfidf+embeddings", max_features: int = 50_000, C: float = 4.0, min_confidence: float = 0.0,
                   seed: int = 0):
-    """Label model -> probabilistic labels -> student. Returns (student, label model, majority vote, P)."""
+    """Label model -> probabilistic labels -> student.
+
+    Returns:
+        (student, label model, majority vote, P, the label model kind actually used).
+    """
     model, majority, kind = fit_label_model(label_model, L, cardinality, y_dev, seed)
     P = model.predict_proba(L)
     covered = (L != ABSTAIN).any(axis=1)
