@@ -123,8 +123,9 @@ def main() -> None:
     from flows.label_dataset import label_dataset
     from flows.project import load_project
     from flows.train_student import train_student
-    from labelers.analysis import scores
+    from labelers.analysis import lf_summary, scores
     from labelers.labels import ABSTAIN
+    from labelers.llm import answer_ids
     from labelers.student import FEATURES, fit_student, make_student, predict_proba_full
 
     started = time.time()
@@ -147,7 +148,7 @@ def main() -> None:
     student, model, majority, P, kind = train_student(train.texts, train.L, 2, label_model="snorkel", y_dev=y_dev,
                                                       seed=args.seed)
     raw = tested.splits["train"].answers["zero_shot"]
-    zero_shot_pred = np.array([NAMES.index(a["answer"]) if a and a.get("answer") in NAMES else ABSTAIN for a in raw])
+    zero_shot_pred = answer_ids(raw, NAMES)
     test_texts = test_df["text"].tolist()
     student_pred = predict_proba_full(student, test_texts, 2).argmax(axis=1)
     gold_student = fit_student(train.texts, np.eye(2)[y_train], seed=args.seed)
@@ -170,7 +171,7 @@ def main() -> None:
         "student_features": project.config.student.features,
         "student_acc_by_features": by_features,
         "student_on_gold_labels_acc": scores(y_test, ceiling, 2)["accuracy"],
-        "label_model_coverage": round(float((train.L != ABSTAIN).any(axis=1).mean()), 3),
+        "label_model_coverage": round(float(covered.mean()), 3),
         "train_sample_size": len(train.ids), "dev_size": len(y_dev), "test_size": len(y_test), "seed": args.seed,
         "scored_on": {"zero_shot_acc": "test", "student_acc": "test", "student_on_gold_labels_acc": "test",
                       "majority_vote_acc": "train sample (gold hidden while labeling)",
@@ -179,11 +180,10 @@ def main() -> None:
     }
     res.update(cost_per_record(project, student, test_texts))
     res["error_reduction_vs_zero_shot"] = round(1 - (1 - res["student_acc"]) / max(1 - res["zero_shot_acc"], 1e-9), 3)
-    per_lf = {}
-    for j, name in enumerate(labeled.names):
-        v = train.L[:, j] != ABSTAIN
-        per_lf[name] = {"coverage": round(float(v.mean()), 3),
-                        "accuracy": round(float((train.L[v, j] == y_train[v]).mean()), 3) if v.any() else None}
+    summary = lf_summary(train.L, labeled.names, L_dev=train.L, y_dev=y_train)  # "dev" here: the gold train sample
+    per_lf = {name: {"coverage": round(float(row["coverage"]), 3),
+                     "accuracy": None if np.isnan(row["dev_accuracy"]) else round(float(row["dev_accuracy"]), 3)}
+              for name, row in summary.iterrows()}
     res["labelers_on_train_sample"] = per_lf
     write_json(args.out, res)
 

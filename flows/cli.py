@@ -87,6 +87,7 @@ def plan(config: Path = CONFIG):
     """Count the LLM calls and prompt tokens a run would make, before making any."""
     from flows.plan import estimate_cost, plan_calls
     from flows.project import load_project
+    from programs.lm import is_local
 
     project = _guard(load_project, config)
     rows = _guard(plan_calls, project)
@@ -102,7 +103,7 @@ def plan(config: Path = CONFIG):
     cost = estimate_cost(model, calls, tokens)
     if cost is not None:
         console.print(f"estimated cost on {model}: ${cost:.4f} (list prices; the shared prompt prefix may be cached for less)")
-    elif model.startswith("local") or model.endswith(".gguf"):
+    elif is_local(model):
         console.print(f"runs locally, no API cost; about {calls / 60:.0f} min on 2 CPU cores at ~1 s per call")
 
 

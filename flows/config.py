@@ -8,6 +8,9 @@ from typing import Annotated, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from labelers.llm import CALIBRATIONS
+from labelers.student import FEATURES
+
 
 class ConfigError(ValueError):
     """A config or data file is invalid; the message says what was expected and what arrived."""
@@ -33,20 +36,21 @@ class LMSpec(_Strict):
     n_threads: int | None = None
 
 
-class ZeroShotLF(_Strict):
+class _LLMLabelerSpec(_Strict):
+    threshold: float = Field(0.0, ge=0, le=1)
+    calibration: Literal[CALIBRATIONS] = "batch"
+
+
+class ZeroShotLF(_LLMLabelerSpec):
     type: Literal["zero_shot"]
     name: str = "zero_shot"
-    threshold: float = Field(0.0, ge=0, le=1)
-    calibration: Literal["batch", "content_free", "none"] = "batch"
 
 
-class PromptLF(_Strict):
+class PromptLF(_LLMLabelerSpec):
     type: Literal["prompt"]
     name: str
     question: str
     answers: dict[str, str]
-    threshold: float = Field(0.0, ge=0, le=1)
-    calibration: Literal["batch", "content_free", "none"] = "batch"
 
     @field_validator("answers")
     @classmethod
@@ -80,7 +84,7 @@ LabelerSpec = Annotated[Union[ZeroShotLF, PromptLF, KeywordLF, RegexLF, PythonLF
 
 
 class StudentSpec(_Strict):
-    features: Literal["tfidf", "embeddings", "tfidf+embeddings"] = "tfidf+embeddings"
+    features: Literal[FEATURES] = "tfidf+embeddings"
     max_features: int = 50_000
     C: float = 4.0
     min_confidence: float = Field(0.0, ge=0, le=1)

@@ -17,7 +17,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: E402
+from rich.progress import (  # noqa: E402
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from snorkel.labeling import LFApplier  # noqa: E402
 
 from flows.project import Project  # noqa: E402

@@ -7,6 +7,7 @@ from flows.project import Project
 from flows.store import VoteStore
 from labelers.llm import build_program
 from programs.choice import CompactJSONAdapter
+from programs.lm import is_local
 
 
 def _prompt_chars(program, text: str) -> int:
@@ -22,9 +23,7 @@ ANSWER_TOKENS = 8  # a closed-choice JSON answer such as {"answer": "yes"}
 
 def _price(model: str) -> tuple[float, float] | None:
     """(input, output) USD per token from LiteLLM's bundled cost map, or None for local or unknown models."""
-    from programs.lm import EMBEDDED_MODELS
-
-    if model in EMBEDDED_MODELS or model.endswith(".gguf"):
+    if is_local(model):
         return None
     import litellm
 

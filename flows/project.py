@@ -10,7 +10,16 @@ from pathlib import Path
 import pandas as pd
 from snorkel.labeling import LabelingFunction
 
-from flows.config import ConfigError, KeywordLF, ProjectConfig, PromptLF, PythonLF, RegexLF, ZeroShotLF, load_config
+from flows.config import (
+    ConfigError,
+    KeywordLF,
+    ProjectConfig,
+    PromptLF,
+    PythonLF,
+    RegexLF,
+    ZeroShotLF,
+    load_config,
+)
 from flows.io import check_labels, read_records, read_taxonomy
 from labelers.heuristics import make_keyword_lf, make_regex_lf
 from labelers.labels import Taxonomy

@@ -18,18 +18,13 @@ from flows.report import render_model_card, render_report
 from flows.train_student import fit_label_model, save_student, train_student
 from labelers.analysis import lf_summary, scores
 from labelers.labels import ABSTAIN
+from labelers.llm import answer_ids
 from labelers.student import predict_proba_full
 
 
 def _gold_ids(project: Project, split: str) -> np.ndarray | None:
     df = project.splits.get(split)
     return None if df is None else np.array([project.taxonomy.id(x) for x in df["label"]])
-
-
-def _zero_shot_preds(project: Project, answers: list[dict | None]) -> np.ndarray:
-    """What asking the LLM directly gives: its raw answer, no calibration."""
-    names = project.taxonomy.names
-    return np.array([names.index(a["answer"]) if a and a.get("answer") in names else ABSTAIN for a in answers])
 
 
 def evaluate(project: Project, result, model, majority, student) -> dict:
@@ -45,7 +40,7 @@ def evaluate(project: Project, result, model, majority, student) -> dict:
                 "label_model": scores(y, model.predict(votes.L), k),
                 "student": scores(y, predict_proba_full(student, votes.texts, k).argmax(axis=1), k)}
         if zero_shot:
-            rows["zero_shot_llm"] = scores(y, _zero_shot_preds(project, votes.answers[zero_shot]), k)
+            rows["zero_shot_llm"] = scores(y, answer_ids(votes.answers[zero_shot], project.taxonomy.names), k)
         out[split] = rows
     return out
 

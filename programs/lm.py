@@ -243,6 +243,11 @@ class _TopLogprobRecorder:
         return logits
 
 
+def is_local(model: str) -> bool:
+    """Whether ``lm.model`` runs in process (an embedded model or a GGUF file) rather than behind an API."""
+    return model in EMBEDDED_MODELS or model.endswith(".gguf")
+
+
 def make_lm(model: str = "local", *, api_base: str | None = None, temperature: float = 0.0,
             max_tokens: int = 256, n_threads: int | None = None, **kwargs) -> dspy.LM:
     """Build the DSPy LM for a config's ``lm.model``.
@@ -258,7 +263,7 @@ def make_lm(model: str = "local", *, api_base: str | None = None, temperature: f
     Returns:
         A configured ``dspy.LM``.
     """
-    if model in EMBEDDED_MODELS or model.endswith(".gguf"):
+    if is_local(model):
         path = embedded_model_path(model) if model in EMBEDDED_MODELS else Path(model)
         if not path.exists():
             raise ModelNotAvailable(f"lm.model points at {path}, which does not exist")
