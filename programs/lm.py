@@ -155,6 +155,9 @@ class LlamaCppEngine:
         self._grammars: dict[str, object] = {}
         self._lock = threading.Lock()  # one llama.cpp context is not thread-safe
 
+    def __deepcopy__(self, memo):  # one loaded model per process: copies of a program share it
+        return self
+
     @property
     def llama(self):
         if self._llama is None:

@@ -41,6 +41,11 @@ class RuleEngine:
         self.requests.append(request)
         schema = (request.config.response_format or {}).get("schema") or {}
         (field, spec), = schema["properties"].items()
+        if spec.get("type") == "array":  # a list answer (Infer-Retrieve-Rank): no log-probs
+            items = spec.get("items") or {}
+            answer = self.answer_for(field, items.get("enum"), _record_text(request))
+            return Response(id=None, model="rule", message=Message.assistant([TextPart(json.dumps({field: answer}))]),
+                            finish_reason="stop", usage=Usage(input_tokens=10, output_tokens=5))
         options = spec["enum"]
         answer = self.answer_for(field, options, _record_text(request))
         prefix = '{"%s": "' % field
@@ -63,7 +68,12 @@ class RuleEngine:
         pass
 
 
-def default_answer(field: str, options: list[str], text: str) -> str:
+def default_answer(field: str, options: list[str] | None, text: str):
+    if field == "guesses":  # Infer: a phrase per matching rule
+        return sorted({RULES[word].replace("_", " ") for word in RULES if word in text})
+    if field == "choices":  # Rank: the candidates whose rule matches
+        wanted = {label for word, label in RULES.items() if word in text}
+        return [o for o in options if o in wanted]
     if field == "label":
         return next((label for word, label in RULES.items() if word in text and label in options), options[-1])
     # a question: "yes" when the text mentions money, like the example's prompted labeler
