@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,6 +137,9 @@ def _request_messages(request) -> list[dict]:
     return messages
 
 
+N_CONTEXTS = 2  # llama.cpp contexts per engine, one per recently used system prompt
+
+
 class LlamaCppEngine:
     """A DSPy engine that runs a GGUF model in process with llama.cpp.
 
@@ -151,23 +155,35 @@ class LlamaCppEngine:
         self.n_ctx = n_ctx
         self.n_threads = n_threads or max(1, min(os.cpu_count() or 1, 8))
         self.seed = seed
-        self._llama = None
+        self._slots: OrderedDict[str, object] = OrderedDict()  # system prompt -> its llama.cpp context
         self._grammars: dict[str, object] = {}
         self._lock = threading.Lock()  # one llama.cpp context is not thread-safe
 
     def __deepcopy__(self, memo):  # one loaded model per process: copies of a program share it
         return self
 
-    @property
-    def llama(self):
-        if self._llama is None:
-            from llama_cpp import Llama
+    def _load(self):
+        from llama_cpp import Llama
 
-            self._llama = Llama(
-                model_path=self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads,
-                seed=self.seed, logits_all=False, verbose=False,
-            )
-        return self._llama
+        return Llama(model_path=self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads, seed=self.seed,
+                     logits_all=False, verbose=False)
+
+    def _context_for(self, messages: list[dict]):
+        """The llama.cpp context that last saw this system prompt, so its evaluated prefix is reused.
+
+        A program that alternates between prompts (Infer, then Rank) would otherwise re-read each
+        shared prefix on every call. Contexts share the memory-mapped weights; each adds its KV cache.
+        """
+        key = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+        if key in self._slots:
+            self._slots.move_to_end(key)
+            return self._slots[key]
+        if len(self._slots) >= N_CONTEXTS:
+            _, llama = self._slots.popitem(last=False)  # reuse the least recently used context
+        else:
+            llama = self._load()
+        self._slots[key] = llama
+        return llama
 
     def _grammar(self, schema: dict):
         from llama_cpp import LlamaGrammar
@@ -195,9 +211,11 @@ class LlamaCppEngine:
             # logits_all=True would make prompt evaluation about 4x slower; a pass-through logits
             # processor sees the raw distribution at each generated position instead.
             kwargs["logits_processor"] = [_TopLogprobRecorder(steps, max(1, config.logprobs))]
+        messages = _request_messages(request)
         with self._lock:
-            out = self.llama.create_chat_completion(messages=_request_messages(request), **kwargs)
-            logprobs = self._token_logprobs(steps) if steps else None
+            llama = self._context_for(messages)
+            out = llama.create_chat_completion(messages=messages, **kwargs)
+            logprobs = self._token_logprobs(llama, steps) if steps else None
         choice = out["choices"][0]
         usage = out.get("usage") or {}
         return Response(
@@ -209,9 +227,9 @@ class LlamaCppEngine:
             logprobs=logprobs,
         )
 
-    def _token_logprobs(self, steps) -> tuple[TokenLogprob, ...]:
-        ids = self.llama.input_ids
-        piece = lambda token: self.llama.detokenize([int(token)]).decode("utf-8", errors="replace")  # noqa: E731
+    def _token_logprobs(self, llama, steps) -> tuple[TokenLogprob, ...]:
+        ids = llama.input_ids
+        piece = lambda token: llama.detokenize([int(token)]).decode("utf-8", errors="replace")  # noqa: E731
         result = []
         for i, (_, top_ids, top_lps) in enumerate(steps[:-1]):
             chosen = int(ids[steps[i + 1][0] - 1])  # the token sampled here is the next step's last input
@@ -226,9 +244,8 @@ class LlamaCppEngine:
         return response_to_events(self.complete(request))
 
     def close(self) -> None:
-        if self._llama is not None:
-            self._llama.close()
-            self._llama = None
+        while self._slots:
+            self._slots.popitem()[1].close()
 
 
 class _TopLogprobRecorder:

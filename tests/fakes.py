@@ -36,6 +36,9 @@ class RuleEngine:
         self.calls = 0
         self.requests = []
 
+    def __deepcopy__(self, memo):  # shared like the real engine, so calls are counted in one place
+        return self
+
     def complete(self, request) -> Response:
         self.calls += 1
         self.requests.append(request)
