@@ -41,11 +41,13 @@ def _print_run(run_dir: Path) -> None:
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     table = Table(title=f"{metrics['name']}: scores on gold records")
-    for col in ("split", "method", "accuracy", "macro_f1", "coverage", "n"):
+    cols = ("micro_f1", "macro_f1", "rp5", "rp10", "n") if metrics.get("task") == "multilabel" else \
+        ("accuracy", "macro_f1", "coverage", "n")
+    for col in ("split", "method", *cols):
         table.add_column(col)
     for split, rows in metrics["scores"].items():
         for method, s in rows.items():
-            table.add_row(split, method, *(str(s.get(c, "")) for c in ("accuracy", "macro_f1", "coverage", "n")))
+            table.add_row(split, method, *(str(s.get(c, "")) for c in cols))
     if metrics["scores"]:
         console.print(table)
     console.print(f"LLM calls this run: {metrics['llm_calls']}  |  wall time: {metrics['wall_s']:.0f} s")
@@ -108,12 +110,29 @@ def plan(config: Path = CONFIG):
 
 
 @app.command()
+def optimize(config: Path = CONFIG, labeler: str = typer.Option(None, help="only this irr labeler")):
+    """Compile the Infer-Retrieve-Rank labelers on the gold dev records; later runs use the result."""
+    from flows.optimize import optimize_project
+    from flows.project import load_project
+
+    project = _guard(load_project, config)
+    for row in _guard(optimize_project, project, labeler):
+        scores = ", ".join(f"{'zero-shot' if c['seed'] == -3 else 'seed ' + str(c['seed'])}: {c['score']}" for c in row["candidates"])
+        console.print(f"{row['labeler']}: demos {row['demos']}; candidates (RP@k % on the dev sample) {scores or 'n/a'}; "
+                      f"{row['seconds']:.0f} s")
+        console.print(f"[bold green]saved[/] {row['path']}: `labelloop run` now uses it (its answers are stored "
+                      "apart from the zero-shot program's; `labelloop plan` shows the calls)")
+
+
+@app.command()
 def predict(model: Path = typer.Argument(..., help="model.skops from a run folder"),
             data: Path = typer.Argument(..., help="CSV, JSONL or Parquet file with a text column"),
             output: Path = typer.Option(..., "--output", "-o", help="where to write predictions (.csv/.jsonl/.parquet)"),
             id_column: str = typer.Option("id", "--id"), text_column: str = typer.Option("text", "--text")):
     """Label a file with a trained student."""
     import json
+
+    import numpy as np
 
     from flows.config import ConfigError, DataSpec
     from flows.io import read_records, write_frame
@@ -124,10 +143,15 @@ def predict(model: Path = typer.Argument(..., help="model.skops from a run folde
         metrics = model.parent / "metrics.json"
         if not metrics.is_file():
             raise ConfigError(f"{metrics} is missing: predict needs the run folder the model was written to")
-        names = json.loads(metrics.read_text())["labels"]
+        info = json.loads(metrics.read_text())
+        names = info["labels"]
         df = read_records(DataSpec(path=data, id=id_column, text=text_column))
         proba = student.predict_proba(df["text"].tolist())
-        df["label"] = [names[i] for i in student.classes_[proba.argmax(axis=1)]]
+        if info.get("task") == "multilabel":
+            df["labels"] = [[names[j] for j in np.flatnonzero(row >= 0.5)] for row in proba]
+            df["top_label"] = [names[j] for j in proba.argmax(axis=1)]
+        else:
+            df["label"] = [names[i] for i in student.classes_[proba.argmax(axis=1)]]
         df["confidence"] = proba.max(axis=1)
         return write_frame(output, df)
 

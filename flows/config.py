@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from labelers.llm import CALIBRATIONS
 from labelers.student import FEATURES
+from programs.optimize import OPTIMIZERS
+from programs.retrieval import RETRIEVERS
 
 
 class ConfigError(ValueError):
@@ -25,6 +27,7 @@ class DataSpec(_Strict):
     id: str = "id"
     text: str = "text"
     label: str = "label"
+    label_sep: str = "|"  # multilabel gold in CSV: "billing|shipping"; JSONL and Parquet may hold lists
 
 
 class LMSpec(_Strict):
@@ -60,6 +63,19 @@ class PromptLF(_LLMLabelerSpec):
         return v
 
 
+class IRRLF(_Strict):
+    """Infer-Retrieve-Rank over the taxonomy: for large label spaces and multi-label tasks."""
+
+    type: Literal["irr"]
+    name: str = "irr"
+    infer_k: int = Field(8, ge=1, le=50)
+    rank_n: int = Field(30, ge=1, le=200)
+    rank_k: int = Field(5, ge=1, le=50)
+    chunk_words: int = Field(200, ge=20)
+    hint: str = ""
+    retriever: Literal[RETRIEVERS] = "embeddings"
+
+
 class KeywordLF(_Strict):
     type: Literal["keywords"]
     name: str
@@ -80,7 +96,7 @@ class PythonLF(_Strict):
     names: list[str] | None = None  # default: every Snorkel LF in the module
 
 
-LabelerSpec = Annotated[Union[ZeroShotLF, PromptLF, KeywordLF, RegexLF, PythonLF], Field(discriminator="type")]
+LabelerSpec = Annotated[Union[ZeroShotLF, PromptLF, IRRLF, KeywordLF, RegexLF, PythonLF], Field(discriminator="type")]
 
 
 class StudentSpec(_Strict):
@@ -90,9 +106,19 @@ class StudentSpec(_Strict):
     min_confidence: float = Field(0.0, ge=0, le=1)
 
 
+class OptimizeSpec(_Strict):
+    """`labelloop optimize`: compile the IRR programs on gold dev records."""
+
+    optimizer: Literal[OPTIMIZERS] = "bootstrap_random_search"
+    train_size: int = Field(10, ge=1)
+    candidates: int = Field(1, ge=0, le=16)
+    max_demos: int = Field(2, ge=1, le=8)
+    metric_k: int = Field(10, ge=1)
+
+
 class ProjectConfig(_Strict):
     name: str
-    task: Literal["multiclass"] = "multiclass"
+    task: Literal["multiclass", "multilabel"] = "multiclass"
     data: DataSpec
     gold: DataSpec | None = None
     test: DataSpec | None = None
@@ -101,9 +127,11 @@ class ProjectConfig(_Strict):
     labelers: list[LabelerSpec] = Field(min_length=1)
     label_model: Literal["snorkel", "majority"] = "snorkel"
     student: StudentSpec = StudentSpec()
+    optimize: OptimizeSpec = OptimizeSpec()
     seed: int = 0
     runs_dir: Path = Path("runs")
     store: Path = Path(".labelloop/votes.sqlite")
+    programs_dir: Path = Path("optimized")  # optimized DSPy programs, one JSON file per labeler
 
     @field_validator("labelers")
     @classmethod
@@ -132,6 +160,7 @@ def _resolve(cfg: ProjectConfig, base: Path) -> ProjectConfig:
     cfg.taxonomy = at(cfg.taxonomy)
     cfg.runs_dir = at(cfg.runs_dir)
     cfg.store = at(cfg.store)
+    cfg.programs_dir = at(cfg.programs_dir)
     for lf in cfg.labelers:
         if isinstance(lf, PythonLF):
             lf.module = at(lf.module)

@@ -43,11 +43,12 @@ def _read_table(path: Path) -> pd.DataFrame:
     raise ConfigError(f"{path}: unsupported file type {suffix!r}; expected one of {', '.join(FORMATS)} or a saved dataset folder")
 
 
-def read_records(spec: DataSpec, *, require_label: bool = False) -> pd.DataFrame:
+def read_records(spec: DataSpec, *, require_label: bool = False, multilabel: bool = False) -> pd.DataFrame:
     """Read records as a frame with columns ``id``, ``text`` (and ``label`` when present or required).
 
     Raises ConfigError for a missing file, a missing id/text/label column, empty or non-text
-    values, and duplicate ids, naming what was expected and what arrived.
+    values, and duplicate ids, naming what was expected and what arrived. With ``multilabel`` the
+    ``label`` column holds a list of label names per record.
     """
     path = Path(spec.path)
     if not path.exists():
@@ -71,8 +72,23 @@ def read_records(spec: DataSpec, *, require_label: bool = False) -> pd.DataFrame
     if len(dupes):
         raise ConfigError(f"{path}: ids must be unique; {len(dupes)} repeated, e.g. {list(dupes[:3])}")
     if "label" in df.columns:
-        df["label"] = df["label"].astype(str)
+        df["label"] = _label_sets(df, spec, path) if multilabel else df["label"].astype(str)
     return df.reset_index(drop=True)
+
+
+def _label_sets(df: pd.DataFrame, spec: DataSpec, path: Path) -> pd.Series:
+    """Multi-label gold as lists of names: lists (JSONL, Parquet) or ``label_sep``-joined strings (CSV)."""
+    def parse(value, rid):
+        if isinstance(value, str):
+            return [x.strip() for x in value.split(spec.label_sep) if x.strip()]
+        if hasattr(value, "tolist"):
+            value = value.tolist()
+        if isinstance(value, (list, tuple)) and all(isinstance(x, str) for x in value):
+            return list(dict.fromkeys(value))
+        raise ConfigError(f"{path}: record {rid!r}: expected {spec.label!r} as a list of label names or a "
+                          f"{spec.label_sep!r}-separated string, got {value!r:.80}")
+
+    return pd.Series([parse(v, rid) for v, rid in zip(df["label"], df["id"])], index=df.index, dtype=object)
 
 
 def read_taxonomy(path: Path) -> Taxonomy:
@@ -88,7 +104,8 @@ def read_taxonomy(path: Path) -> Taxonomy:
 
 
 def check_labels(df: pd.DataFrame, taxonomy: Taxonomy, path) -> None:
-    unknown = sorted(set(df["label"]) - set(taxonomy.names))
+    seen = {x for v in df["label"] for x in (v if isinstance(v, list) else [v])}
+    unknown = sorted(seen - set(taxonomy.names))
     if unknown:
         raise ConfigError(f"{path}: gold labels {unknown[:5]} are not in the taxonomy {list(taxonomy.names)}")
 

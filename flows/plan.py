@@ -5,8 +5,10 @@ from __future__ import annotations
 from flows.label_dataset import content_free_items, labeler_version
 from flows.project import Project
 from flows.store import VoteStore
+from labelers.irr import IRRLabeler
 from labelers.llm import build_program
 from programs.choice import CompactJSONAdapter
+from programs.irr import InferLabels, RankLabels, chunk_text
 from programs.lm import is_local
 
 
@@ -16,6 +18,15 @@ def _prompt_chars(program, text: str) -> int:
     inputs = {**program.fixed_inputs, "text": text}
     messages = CompactJSONAdapter().format(predict.signature, demos=[], inputs=inputs)
     return sum(len(m["content"]) for m in messages)
+
+
+def _irr_prompts(labeler: IRRLabeler, names: list[str], text: str) -> tuple[int, int]:
+    """(LLM calls, prompt characters) of Infer-Retrieve-Rank on one text: Infer per chunk, one Rank
+    (its candidates approximated by the first ``rank_n`` labels)."""
+    adapter, chunks = CompactJSONAdapter(), chunk_text(text, labeler.chunk_words)
+    chars = sum(len(m["content"]) for c in chunks for m in adapter.format(InferLabels, demos=[], inputs={"text": c}))
+    rank = adapter.format(RankLabels, demos=[], inputs={"text": chunks[0], "options": names[: labeler.rank_n]})
+    return len(chunks) + 1, chars + sum(len(m["content"]) for m in rank)
 
 
 ANSWER_TOKENS = 8  # a closed-choice JSON answer such as {"answer": "yes"}
@@ -54,10 +65,14 @@ def plan_calls(project: Project) -> list[dict]:
                 it for df in project.splits.values() for it in zip(df["id"], df["text"])]
             stored = store.get_many(labeler_version(project, labeler), items)
             todo = [text for rid, text in items if rid not in stored]
-            program = build_program(labeler)
-            chars = sum(_prompt_chars(program, text) for text in todo)
+            if isinstance(labeler, IRRLabeler):
+                per_text = [_irr_prompts(labeler, list(project.taxonomy.names), text) for text in todo]
+                calls, chars = sum(c for c, _ in per_text), sum(n for _, n in per_text)
+            else:
+                program = build_program(labeler)
+                calls, chars = len(todo), sum(_prompt_chars(program, text) for text in todo)
             rows.append({"labeler": labeler.name, "records": len(items), "stored": len(stored),
-                         "llm_calls": len(todo), "prompt_tokens": chars // 4})
+                         "llm_calls": calls, "prompt_tokens": chars // 4})
     finally:
         store.close()
     return rows

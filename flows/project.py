@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +12,7 @@ from snorkel.labeling import LabelingFunction
 
 from flows.config import (
     ConfigError,
+    IRRLF,
     KeywordLF,
     ProjectConfig,
     PromptLF,
@@ -20,8 +21,10 @@ from flows.config import (
     ZeroShotLF,
     load_config,
 )
+from flows.config import read_yaml
 from flows.io import check_labels, read_records, read_taxonomy
 from labelers.heuristics import make_keyword_lf, make_regex_lf
+from labelers.irr import IRRLabeler, state_hash
 from labelers.labels import Taxonomy
 from labelers.llm import LLMLabeler, prompt_labeler, zero_shot_labeler
 
@@ -32,8 +35,13 @@ class Project:
     config_path: Path
     taxonomy: Taxonomy
     splits: dict[str, pd.DataFrame]  # "train" always; "dev" and "test" when configured
-    llm_labelers: list[LLMLabeler]
+    llm_labelers: list[LLMLabeler | IRRLabeler]
     heuristic_lfs: list[LabelingFunction]
+    programs: dict[str, dict] = field(default_factory=dict)  # labeler name -> optimized program state
+
+    @property
+    def multilabel(self) -> bool:
+        return self.config.task == "multilabel"
 
     @property
     def labeler_names(self) -> list[str]:
@@ -79,6 +87,9 @@ def build_labelers(cfg: ProjectConfig, taxonomy: Taxonomy) -> tuple[list[LLMLabe
                                           threshold=spec.threshold, calibration=spec.calibration))
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
+        elif isinstance(spec, IRRLF):
+            llm.append(IRRLabeler(spec.name, infer_k=spec.infer_k, rank_n=spec.rank_n, rank_k=spec.rank_k,
+                                  chunk_words=spec.chunk_words, hint=spec.hint, retriever=spec.retriever))
         elif isinstance(spec, KeywordLF):
             heuristic.append(make_keyword_lf(spec.name, spec.words, _label_id(taxonomy, spec)))
         elif isinstance(spec, RegexLF):
@@ -95,13 +106,34 @@ def build_labelers(cfg: ProjectConfig, taxonomy: Taxonomy) -> tuple[list[LLMLabe
     return llm, heuristic
 
 
+def program_path(cfg: ProjectConfig, name: str) -> Path:
+    """Where `labelloop optimize` keeps a labeler's compiled program."""
+    return cfg.programs_dir / f"{name}.json"
+
+
+def load_programs(cfg: ProjectConfig, llm: list) -> dict[str, dict]:
+    """Optimized program states saved by `labelloop optimize`; their hash becomes part of each labeler's version."""
+    programs = {}
+    for labeler in llm:
+        path = program_path(cfg, labeler.name)
+        if isinstance(labeler, IRRLabeler) and path.is_file():
+            saved = read_yaml(path, "optimized program")  # JSON is YAML
+            if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict):
+                raise ConfigError(f"{path}: expected an optimized program written by `labelloop optimize`; "
+                                  "delete it to use the zero-shot program")
+            programs[labeler.name] = saved["state"]
+            labeler.program_state = state_hash(saved["state"])
+    return programs
+
+
 def load_project(config_path: Path) -> Project:
     cfg = load_config(config_path)
     taxonomy = read_taxonomy(cfg.taxonomy)
-    splits = {"train": read_records(cfg.data)}
+    multilabel = cfg.task == "multilabel"
+    splits = {"train": read_records(cfg.data, multilabel=multilabel)}
     for split, spec in (("dev", cfg.gold), ("test", cfg.test)):
         if spec is not None:
-            splits[split] = read_records(spec, require_label=True)
+            splits[split] = read_records(spec, require_label=True, multilabel=multilabel)
             check_labels(splits[split], taxonomy, spec.path)
     llm, heuristic = build_labelers(cfg, taxonomy)
-    return Project(cfg, Path(config_path), taxonomy, splits, llm, heuristic)
+    return Project(cfg, Path(config_path), taxonomy, splits, llm, heuristic, load_programs(cfg, llm))

@@ -33,13 +33,17 @@ def render_report(name: str, metrics: dict, summary: pd.DataFrame, label_counts:
 
 def render_model_card(name: str, labels, metrics: dict, labelers: list[str]) -> str:
     test = metrics["scores"].get("test", {}).get("student", {})
+    multilabel = metrics.get("task") == "multilabel"
+    quality = (f"- test micro F1: {test.get('micro_f1', 'n/a')}, RP@5: {test.get('rp5', 'n/a')} (n={test.get('n', 0)})"
+               if multilabel else f"- test accuracy: {test.get('accuracy', 'n/a')} (n={test.get('n', 0)})")
+    kind = "one logistic regression per label (multi-label)" if multilabel else "A logistic regression text classifier"
     return (
         f"# Model card: {name}\n\n"
-        f"A logistic regression text classifier on {metrics['features']} features, trained by labelloop on "
+        f"{kind} on {metrics['features']} features, trained by labelloop on "
         "probabilistic labels from a label model over weak labelers; no hand labels were used for training.\n\n"
         f"- labels: {', '.join(labels)}\n- labelers: {', '.join(labelers)}\n"
         f"- training records: {metrics['n_train']}\n- LLM: `{metrics['model']}`\n"
-        f"- test accuracy: {test.get('accuracy', 'n/a')} (n={test.get('n', 0)})\n\n"
+        f"{quality}\n\n"
         "Load it with `labelloop predict` or `flows.train_student.load_student` (skops, no pickle). "
         "Inputs are short texts like the training data; expect lower accuracy on other domains.\n"
     )

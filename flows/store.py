@@ -57,3 +57,24 @@ class VoteStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def label_vectors(texts: list[str], cache_dir: Path, embedder: str | None = None):
+    """Embeddings of a taxonomy's label texts, computed once per label set and embedder and kept as .npy."""
+    import numpy as np
+
+    from flows.io import atomic_path
+    from programs.embeddings import DEFAULT_EMBEDDER, embed
+    from programs.retrieval import label_fingerprint
+
+    embedder = embedder or DEFAULT_EMBEDDER
+    path = Path(cache_dir) / f"labels-{label_fingerprint(texts, embedder)}.npy"
+    if path.is_file():
+        vectors = np.load(path)
+        if vectors.shape[0] == len(texts):
+            return vectors
+    vectors = embed(texts, embedder)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, vectors)
+    return vectors

@@ -14,14 +14,15 @@ from flows.config import ConfigError
 from flows.io import atomic_path
 from labelers.label_model import estimate_class_balance, make_label_model
 from labelers.labels import ABSTAIN
-from labelers.student import fit_student, make_student
+from labelers.multilabel import MultiLabelModel, gold_matrix, label_prevalence
+from labelers.student import fit_multilabel_student, fit_student, make_student
 
 # The only types a labelloop student file may contain besides skops' defaults.
 TRUSTED_TYPES = {
     "sklearn.pipeline.FeatureUnion", "sklearn.feature_extraction.text.TfidfVectorizer",
     "sklearn.feature_extraction.text.TfidfTransformer", "builtins.str", "numpy.float64", "numpy.int64",
     "numpy.dtype", "builtins.dict", "builtins.list", "builtins.tuple", "builtins.type",
-    "labelers.student.SentenceEmbedder",
+    "labelers.student.SentenceEmbedder", "labelers.student.SoftOneVsRest",
 }
 
 
@@ -34,6 +35,27 @@ def fit_label_model(kind: str, L: np.ndarray, cardinality: int, y_dev=None, seed
     model = make_label_model(kind, cardinality, seed).fit(L, class_balance=balance)
     majority = make_label_model("majority", cardinality, seed).fit(L, class_balance=balance)
     return model, majority, kind
+
+
+@task(cache_policy=NO_CACHE)
+def fit_multilabel_model(kind: str, V: list, cardinality: int, y_dev=None, seed: int = 0):
+    """One binary label model per label, and majority vote; label prevalence comes from gold dev labels."""
+    prevalence = label_prevalence(gold_matrix(y_dev, cardinality)) if y_dev else None
+    model = MultiLabelModel(kind, seed).fit(V, prevalence)
+    return model, MultiLabelModel("majority", seed), kind
+
+
+@task(cache_policy=NO_CACHE)
+def train_multilabel_on_probs(texts: list[str], P: np.ndarray, covered: np.ndarray, *, features: str, max_features: int,
+                              C: float, seed: int) -> Pipeline:
+    """Train the one-vs-rest student on records where at least one labeler voted."""
+    if covered.sum() < 2:
+        raise ConfigError(f"only {int(covered.sum())} record(s) got any vote; add labelers or data before training")
+    try:
+        return fit_multilabel_student([t for t, c in zip(texts, covered) if c], P[covered], seed=seed,
+                                      student=make_student(features, max_features=max_features, C=C, seed=seed, multilabel=True))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @task(cache_policy=NO_CACHE)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
@@ -28,9 +28,58 @@ class SentenceEmbedder(TransformerMixin, BaseEstimator):
         return embed(list(X), self.package)
 
 
+class SoftOneVsRest(ClassifierMixin, BaseEstimator):
+    """Multi-label student: one logistic regression per label, trained on that label's probability.
+
+    Each record appears twice per label, as positive with weight p and negative with weight 1 - p.
+    Labels with too little evidence either way (less than ``min_weight`` total probability on one
+    side) get no model and a constant probability: their mean over the training records.
+    """
+
+    def __init__(self, C: float = 4.0, min_weight: float = 1.0, seed: int = 0):
+        self.C, self.min_weight, self.seed = C, min_weight, seed
+
+    def fit(self, X, P):
+        P = np.asarray(P, dtype=float)
+        n, k = P.shape
+        self.n_labels_ = k
+        self.prior_ = P.mean(axis=0)
+        self.estimators_, self.labels_ = [], []
+        X2 = _stack_rows(X, X)
+        for j in range(k):
+            p = P[:, j]
+            if p.sum() < self.min_weight or (1 - p).sum() < self.min_weight:
+                continue
+            clf = LogisticRegression(C=self.C, max_iter=2000, class_weight="balanced", random_state=self.seed)
+            clf.fit(X2, np.r_[np.ones(n), np.zeros(n)], sample_weight=np.r_[p, 1 - p] + 1e-9)
+            self.estimators_.append(clf)
+            self.labels_.append(j)
+        self.labels_ = np.array(self.labels_, dtype=int)
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        """(n, k) probability that each label applies."""
+        out = np.tile(self.prior_, (X.shape[0], 1))
+        for j, clf in zip(self.labels_, self.estimators_):
+            out[:, j] = clf.predict_proba(X)[:, 1]
+        return out
+
+    def predict(self, X) -> np.ndarray:
+        return self.predict_proba(X) >= 0.5
+
+
+def _stack_rows(a, b):
+    from scipy import sparse
+
+    return sparse.vstack([a, b]).tocsr() if sparse.issparse(a) else np.vstack([a, b])
+
+
 def make_student(features: str = "tfidf+embeddings", max_features: int = 50_000, C: float = 4.0,
-                 seed: int = 0) -> Pipeline:
-    """A class-balanced logistic regression on TF-IDF word + character n-grams, sentence embeddings, or both."""
+                 seed: int = 0, multilabel: bool = False) -> Pipeline:
+    """A class-balanced logistic regression on TF-IDF word + character n-grams, sentence embeddings, or both.
+
+    With ``multilabel`` the classifier is one logistic regression per label (``SoftOneVsRest``).
+    """
     if features not in FEATURES:
         raise ValueError(f"student features must be one of {FEATURES}, got {features!r}")
     parts = []
@@ -40,7 +89,8 @@ def make_student(features: str = "tfidf+embeddings", max_features: int = 50_000,
                                             max_features=max_features))]
     if "embeddings" in features:
         parts.append(("embeddings", SentenceEmbedder()))
-    clf = LogisticRegression(C=C, max_iter=2000, class_weight="balanced", random_state=seed)
+    clf = SoftOneVsRest(C=C, seed=seed) if multilabel else \
+        LogisticRegression(C=C, max_iter=2000, class_weight="balanced", random_state=seed)
     return Pipeline([("features", FeatureUnion(parts)), ("clf", clf)])
 
 
@@ -76,3 +126,15 @@ def predict_proba_full(student: Pipeline, texts: list[str], cardinality: int) ->
     out = np.zeros((len(texts), cardinality))
     out[:, student.classes_] = student.predict_proba(texts)
     return out
+
+
+def fit_multilabel_student(texts: list[str], P: np.ndarray, *, student: Pipeline | None = None, seed: int = 0) -> Pipeline:
+    """Train the one-vs-rest student on (n, k) label probabilities."""
+    P = np.asarray(P, dtype=float)
+    if P.ndim != 2 or len(texts) != len(P):
+        raise ValueError(f"expected P of shape ({len(texts)}, k), got {P.shape}")
+    student = student or make_student(seed=seed, multilabel=True)
+    student.fit(list(texts), P)
+    if not len(student[-1].labels_):
+        raise ValueError("no label has enough weak-label evidence to train on; add labelers or data")
+    return student

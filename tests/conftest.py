@@ -46,10 +46,20 @@ def example_project(tmp_path) -> Path:
 
 
 @pytest.fixture
+def multilabel_project(tmp_path) -> Path:
+    """A copy of the multi-label example (and the example it borrows Python LFs from); returns its config path."""
+    ignore = shutil.ignore_patterns("runs", ".labelloop", "optimized")
+    shutil.copytree(EXAMPLE, tmp_path / "example", ignore=ignore)
+    shutil.copytree(ROOT / "data" / "example_multilabel", tmp_path / "example_multilabel", ignore=ignore)
+    return tmp_path / "example_multilabel" / "config.yaml"
+
+
+@pytest.fixture
 def fake_lm(monkeypatch):
     """Patch the flows' LM factory with a DummyLM whose answers follow a keyword rule."""
     from tests.fakes import rule_lm
 
     lm = rule_lm()
     monkeypatch.setattr("flows.label_dataset.make_lm", lambda *a, **k: lm)
+    monkeypatch.setattr("flows.optimize.make_lm", lambda *a, **k: lm)
     return lm
