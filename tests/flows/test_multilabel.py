@@ -91,3 +91,20 @@ def test_irr_answers_outside_the_taxonomy_are_counted(multilabel_project, monkey
 def test_optimize_needs_an_irr_labeler_and_gold(example_project):
     with pytest.raises(ConfigError, match="no `{type: irr}` labeler"):
         optimize_project(load_project(example_project))
+
+
+@pytest.mark.llm_call
+def test_multilabel_example_on_the_embedded_model(multilabel_project):
+    """A slice of the multi-label example, labelled for real by the embedded model (about 30 LLM calls)."""
+    folder = multilabel_project.parent
+    for name, keep in (("records.jsonl", 8), ("dev.jsonl", 4), ("test.jsonl", 4)):
+        path = folder / name
+        path.write_text("".join(path.read_text().splitlines(keepends=True)[:keep]))
+    run_dir = run_project(load_project(multilabel_project), show_progress=False)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 16 * 2 <= metrics["llm_calls"] <= 16 * 3 and not any(metrics["llm_errors"].values())
+    summary = pd.read_csv(run_dir / "lf_summary.csv").set_index("labeler")
+    assert summary.loc["irr", "coverage"] > 0.5  # the model answers, inside the taxonomy
+    votes = pd.read_parquet(run_dir / "votes_train.parquet")
+    assert all(set(v) <= set(metrics["labels"]) for v in votes["irr"])
+    assert {"majority_vote", "label_model", "student", "irr_llm"} <= set(metrics["scores"]["test"])
