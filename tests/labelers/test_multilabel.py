@@ -75,3 +75,14 @@ def test_one_vs_rest_student_learns_each_label_from_soft_labels():
 def test_student_refuses_labels_without_evidence():
     with pytest.raises(ValueError, match="no label has enough weak-label evidence"):
         fit_multilabel_student(["refund please", "parcel late", "app crashes"], np.zeros((3, 2)))
+
+
+def test_irr_labeler_versions_and_multiclass_votes():
+    tax = Taxonomy(("a", "b"), ("", ""))
+    irr = IRRLabeler("irr")
+    assert irr.votes([{"chosen": ["b", "a"]}, {"chosen": []}, {"chosen": ["zzz"]}, None], tax).tolist() == [1, -1, -1, -1]
+    base = irr.version("model@1", {}, "labels-1")
+    assert base == IRRLabeler("other_name").version("model@1", {}, "labels-1")  # the name is not part of it
+    changed = [IRRLabeler("irr", rank_n=10).version("model@1", {}, "labels-1"), irr.version("model@2", {}, "labels-1"),
+               irr.version("model@1", {}, "labels-2"), IRRLabeler("irr", program_state="abc").version("model@1", {}, "labels-1")]
+    assert base not in changed and len(set(changed)) == 4
