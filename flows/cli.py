@@ -29,10 +29,11 @@ def _fail(exc: Exception) -> None:
 def _guard(fn, *args, **kwargs):
     from flows.config import ConfigError
     from programs.lm import ModelNotAvailable
+    from programs.taxonomy import TaxonomyError
 
     try:
         return fn(*args, **kwargs)
-    except (ConfigError, ModelNotAvailable) as exc:
+    except (ConfigError, ModelNotAvailable, TaxonomyError) as exc:
         _fail(exc)
 
 
@@ -105,6 +106,33 @@ def plan(config: Path = CONFIG):
         console.print(f"estimated cost on {model}: ${cost:.4f} (list prices; the shared prompt prefix may be cached for less)")
     elif is_local(model):
         console.print(f"runs locally, no API cost; about {calls / 60:.0f} min on 2 CPU cores at ~1 s per call")
+
+
+@app.command()
+def bootstrap(config: Path = CONFIG,
+              update: bool = typer.Option(False, "--update", help="refine the existing taxonomy on new records, keeping your edits"),
+              progress: bool = typer.Option(True, help="show progress bars")):
+    """Propose a taxonomy from a sample of the records (summarise, generate, update, review, coverage check)."""
+    from flows.bootstrap import bootstrap_taxonomy
+    from flows.config import load_config
+
+    cfg = _guard(load_config, config)
+    result = _guard(bootstrap_taxonomy, cfg, update=update, show_progress=progress)
+    table = Table(title=f"taxonomy from {len(result.sample_ids)} sampled records")
+    for col in ("label", "sampled records", "description"):
+        table.add_column(col)
+    for label in result.labels:
+        table.add_row(label["name"], str(result.counts.get(label["name"], 0)), label["description"])
+    console.print(table)
+    console.print(f"coverage: {result.coverage:.0%} of sampled records fit a label; LLM calls this run: {result.llm_calls}")
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
+    if result.diff is not None:
+        console.print(f"added: {result.diff['added'] or 'none'}  removed: {result.diff['removed'] or 'none'}  "
+                      f"changed: {result.diff['changed'] or 'none'}")
+        if result.diff["unified"]:
+            console.print(result.diff["unified"], markup=False, highlight=False)
+    console.print(f"[bold green]wrote[/] {result.output} and {result.report}; edit it, then `labelloop run {config}`")
 
 
 @app.command()
