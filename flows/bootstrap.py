@@ -125,7 +125,7 @@ def taxonomy_step(step: str, inputs: dict, spec: BootstrapSpec, lm, store: VoteS
     Returns the StepResult as a dict, with ``cached`` and (on failure after every attempt) ``error``.
     """
     constraints = constraints_of(spec)
-    version = _key(step, prompt_version(step), constraints.text(), spec.max_attempts, lm_key)
+    version = _key(step, prompt_version(step, constraints), spec.max_attempts, lm_key)
     item = [(step, json.dumps(inputs, sort_keys=True))]
     stored = store.get_many(version, item).get(step)
     if stored is not None:
@@ -308,10 +308,11 @@ def bootstrap_taxonomy(cfg: ProjectConfig, *, update: bool = False, show_progres
                                  calls, sample, counts, examples, steps, notes=notes)
         if update:
             result.diff = taxonomy_diff(current, labels, old_text, new_text, out)
-        write_text(out, new_text)
-        write_text(report_path, render_report(spec, result, len(df), update, summaries_failed, invalid))
+        # the markers first: a crash before the file is written then leaves nothing that blocks a plain rerun
         store.put_many(written_version, [("latest", "", {"labels": labels})])
         store.put_many(seen_version, [(rid, texts[rid], {"round": rounds}) for rid in sample])
+        write_text(report_path, render_report(spec, result, len(df), update, summaries_failed, invalid))
+        write_text(out, new_text)
     finally:
         store.close()
     return result

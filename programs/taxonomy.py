@@ -24,6 +24,16 @@ from programs.signatures import classify_signature
 # Bump when a prompt changes in a way the signature text does not show; part of every cache key.
 PROMPT_VERSION = "taxonomy-1"
 NONE_OF_THESE = "none_of_these"
+MIN_DESCRIPTION_CHARS = 30  # a description says which texts belong; a small model otherwise repeats the name
+# A name made only of these words says nothing about its texts ("customer_support", "general_questions").
+GENERIC_WORDS = frozenset({"other", "others", "misc", "general", "generic", "various", "customer", "customers", "support",
+                           "service", "services", "inquiry", "inquiries", "enquiry", "enquiries", "question", "questions",
+                           "issue", "issues", "request", "requests", "feedback", "info", "information", "help", "message",
+                           "messages", "text", "texts", "topic", "topics", "miscellaneous", "all", "everything", "else"})
+# Words a description may use besides the name's own without saying anything new.
+FILLER_WORDS = frozenset({"texts", "text", "that", "which", "are", "is", "about", "messages", "message", "related", "to",
+                          "the", "a", "an", "of", "and", "or", "with", "for", "this", "these", "label", "category", "any",
+                          "in", "on", "regarding", "concerning", "all", "customer", "customers"})
 CATCH_ALL = frozenset({"other", "others", "misc", "miscellaneous", "general", "generic", "none", "unknown", "various",
                        "uncategorized", "uncategorised", "unclassified", "catch_all", "everything_else", "rest", "n_a",
                        "na", "not_applicable", NONE_OF_THESE})
@@ -40,7 +50,7 @@ class TaxonomyError(RuntimeError):
 
 class Label(pydantic.BaseModel):
     name: str = pydantic.Field(description="a short lowercase name, words joined by underscores")
-    description: str = pydantic.Field(description="one sentence saying which texts belong to this label")
+    description: str = pydantic.Field(description="one sentence listing what the texts with this label ask or talk about")
 
 
 def labels_type(constraints: "Constraints"):
@@ -53,7 +63,9 @@ def labels_type(constraints: "Constraints"):
     words = max(1, constraints.max_name_words)
     name = Annotated[str, pydantic.Field(description=Label.model_fields["name"].description,
                                          json_schema_extra={"pattern": f"^[a-z]+(_[a-z0-9]+){{0,{words - 1}}}$"})]
-    item = pydantic.create_model("Label", name=(name, ...), description=(str, Label.model_fields["description"]))
+    description = Annotated[str, pydantic.Field(description=Label.model_fields["description"].description,
+                                                json_schema_extra={"minLength": MIN_DESCRIPTION_CHARS})]
+    item = pydantic.create_model("Label", name=(name, ...), description=(description, ...))
 
     class Labels(pydantic.RootModel[list[item]]):
         model_config = pydantic.ConfigDict(json_schema_extra={"minItems": constraints.min_labels,
@@ -106,9 +118,9 @@ def normalise(labels) -> list[dict]:
 def validate_taxonomy(labels: list[dict], constraints: Constraints) -> list[str]:
     """Every way ``labels`` breaks ``constraints``, as sentences the LM can act on (empty when valid).
 
-    >>> c = Constraints(max_labels=2)
-    >>> validate_taxonomy([{"name": "billing", "description": "money"}, {"name": "Billing ", "description": "x"},
-    ...                    {"name": "other", "description": "the rest"}], c)  # doctest: +NORMALIZE_WHITESPACE
+    >>> c, d = Constraints(max_labels=2), "Texts about one kind of request."
+    >>> validate_taxonomy([{"name": "billing", "description": d}, {"name": "Billing ", "description": d},
+    ...                    {"name": "other", "description": d}], c)  # doctest: +NORMALIZE_WHITESPACE
     ['3 labels, but at most 2 are allowed: merge the closest ones',
      'duplicate label name "billing" (labels 1 and 2)',
      'label "other" is a catch-all; name what its texts have in common or drop it']
@@ -132,9 +144,13 @@ def validate_taxonomy(labels: list[dict], constraints: Constraints) -> list[str]
             problems.append(f'name "{name}" has {len(name.split("_"))} words; at most {constraints.max_name_words}')
         if not desc:
             problems.append(f'label "{name}" has an empty description')
+        elif len(desc) < MIN_DESCRIPTION_CHARS:
+            problems.append(f'description of "{name}" is too short; say in one sentence which texts belong')
+        elif set(slug(desc).split("_")) <= FILLER_WORDS | set(name.split("_")) | {w.rstrip("s") for w in name.split("_")}:
+            problems.append(f'description of "{name}" only repeats the name; list what these texts ask or talk about')
         elif len(desc) > constraints.max_description_chars:
             problems.append(f'description of "{name}" has {len(desc)} characters; at most {constraints.max_description_chars}')
-        if not constraints.allow_catch_all and name in CATCH_ALL:
+        if not constraints.allow_catch_all and (name in CATCH_ALL or set(name.split("_")) <= GENERIC_WORDS):
             problems.append(f'label "{name}" is a catch-all; name what its texts have in common or drop it')
     return problems
 
@@ -195,12 +211,14 @@ class ReviewTaxonomy(dspy.Signature):
 STEPS = {"generate": GenerateTaxonomy, "update": UpdateTaxonomy, "review": ReviewTaxonomy}
 
 
-def prompt_version(step: str) -> str:
-    """A hash of what shapes a step's answers besides its inputs: the signature text and PROMPT_VERSION."""
+def prompt_version(step: str, constraints: Constraints | None = None) -> str:
+    """A hash of what shapes a step's answers besides its inputs: signature text, answer schema, PROMPT_VERSION."""
     sig = SummariseText if step == "summarise" else STEPS.get(step)
     blob = [PROMPT_VERSION, step]
     if sig is not None:
         blob += [sig.instructions, {k: str(v.json_schema_extra) for k, v in sig.fields.items()}]
+    if constraints is not None:
+        blob += [constraints.text(), labels_type(constraints).model_json_schema(), MIN_DESCRIPTION_CHARS]
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 

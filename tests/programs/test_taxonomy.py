@@ -23,15 +23,22 @@ def _problems_sent(lm) -> list[str]:
     return out
 
 
+D = "Texts about one particular kind of request."
+
+
 @pytest.mark.parametrize("labels, expected", [
     (GOLD, []),
-    ([{"name": f"kind_{i}", "description": "x"} for i in range(10)], ["10 labels, but at most 8 are allowed"]),
+    ([{"name": f"kind_{i}", "description": D} for i in range(10)], ["10 labels, but at most 8 are allowed"]),
     (GOLD[:1], ["1 label(s), but at least 2 are needed"]),
     ([GOLD[0], {"name": "Billing", "description": "again"}], ['duplicate label name "billing"']),
-    ([GOLD[0], {"name": "Misc", "description": "anything else"}], ['label "misc" is a catch-all']),
-    ([GOLD[0], {"name": "", "description": "x"}], ["label 2 has an empty name"]),
+    ([GOLD[0], {"name": "Misc", "description": D}], ['label "misc" is a catch-all']),
+    ([GOLD[0], {"name": "", "description": D}], ["label 2 has an empty name"]),
     ([GOLD[0], {"name": "refunds", "description": " "}], ['label "refunds" has an empty description']),
-    ([GOLD[0], {"name": "late lost or damaged parcels", "description": "x"}], ['has 5 words; at most 3']),
+    ([GOLD[0], {"name": "refunds", "description": "Refunds"}], ['description of "refunds" is too short']),
+    ([GOLD[0], {"name": "customer_support", "description": D}], ['label "customer_support" is a catch-all']),
+    ([GOLD[0], {"name": "shipping_issues", "description": "Texts that are shipping issue messages."}],
+     ['description of "shipping_issues" only repeats the name']),
+    ([GOLD[0], {"name": "late lost or damaged parcels", "description": D}], ['has 5 words; at most 3']),
     ([GOLD[0], {"name": "refunds", "description": "x" * 201}], ['has 201 characters; at most 200']),
 ])
 def test_validate_taxonomy_names_each_problem(labels, expected):
@@ -42,7 +49,7 @@ def test_validate_taxonomy_names_each_problem(labels, expected):
 
 
 def test_catch_all_allowed_when_the_user_says_so():
-    labels = [GOLD[0], {"name": "other", "description": "anything else"}]
+    labels = [GOLD[0], {"name": "other", "description": D}]
     assert validate_taxonomy(labels, Constraints(allow_catch_all=True)) == []
 
 
@@ -67,9 +74,9 @@ def test_answers_that_stay_malformed_end_in_a_clear_error():
 
 
 def test_over_limit_duplicate_and_catch_all_answers_are_sent_back():
-    too_many = [{"name": f"label_{i}", "description": f"texts of kind {i}"} for i in range(12)]
-    dupes = [GOLD[0], {"name": "Billing", "description": "money again"}, GOLD[1]]
-    catch_all = GOLD[:3] + [{"name": "other", "description": "the rest"}]
+    too_many = [{"name": f"label_{i}", "description": f"{D} ({i})"} for i in range(12)]
+    dupes = [GOLD[0], {"name": "Billing", "description": D}, GOLD[1]]
+    catch_all = GOLD[:3] + [{"name": "other", "description": D}]
     lm = taxonomy_lm(script={"update": [too_many, dupes, catch_all]})
     with dspy.context(lm=lm):
         result = TaxonomyStep("update", Constraints(max_labels=8), max_attempts=4)(
@@ -93,15 +100,16 @@ def test_schema_carries_the_limits_for_grammar_constrained_models():
     assert labels["maxItems"] == 6 and labels["minItems"] == 2
     item = ref(labels["items"])
     assert item["properties"]["name"]["pattern"] == "^[a-z]+(_[a-z0-9]+){0,1}$"
+    assert item["properties"]["description"]["minLength"] == 30
 
 
 def test_names_are_normalised_to_the_tools_label_style():
-    lm = taxonomy_lm(script={"generate": [[{"name": "Order Tracking", "description": " where  is it "},
-                                           {"name": "LoginIssues", "description": "cannot sign in"}]]})
+    lm = taxonomy_lm(script={"generate": [[{"name": "Order Tracking", "description": " Where  is my parcel, when will it come? "},
+                                           {"name": "LoginIssues", "description": "The customer cannot sign in to the account."}]]})
     with dspy.context(lm=lm):
         result = TaxonomyStep("generate", Constraints())(use_case="route", summaries="1. x")
-    assert result.labels == [{"name": "order_tracking", "description": "where is it"},
-                             {"name": "login_issues", "description": "cannot sign in"}]
+    assert result.labels == [{"name": "order_tracking", "description": "Where is my parcel, when will it come?"},
+                             {"name": "login_issues", "description": "The customer cannot sign in to the account."}]
 
 
 def test_summary_is_cut_to_the_word_limit_and_falls_back_on_malformed_answers():
