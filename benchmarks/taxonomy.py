@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 EXAMPLE = ROOT / "data" / "example"
 CACHE = ROOT / "benchmarks" / ".cache" / "taxonomy"
-USE_CASE = ("Route each customer-support message of an online electronics shop to the team that handles "
-            "the customer's kind of request.")
+USE_CASE = ("Sort the messages that customers send to an online electronics shop by what the customer needs, "
+            "so that each message goes to the team that handles that kind of need.")
 
 
 def prepare(args) -> Path:

@@ -64,7 +64,8 @@ def labels_type(constraints: "Constraints"):
     name = Annotated[str, pydantic.Field(description=Label.model_fields["name"].description,
                                          json_schema_extra={"pattern": f"^[a-z]+(_[a-z0-9]+){{0,{words - 1}}}$"})]
     description = Annotated[str, pydantic.Field(description=Label.model_fields["description"].description,
-                                                json_schema_extra={"minLength": MIN_DESCRIPTION_CHARS})]
+                                                json_schema_extra={"minLength": MIN_DESCRIPTION_CHARS,
+                                                                   "maxLength": constraints.max_description_chars})]
     item = pydantic.create_model("Label", name=(name, ...), description=(description, ...))
 
     class Labels(pydantic.RootModel[list[item]]):
@@ -72,6 +73,12 @@ def labels_type(constraints: "Constraints"):
                                                               "maxItems": constraints.max_labels})
 
     return Labels
+
+
+class Suggestions(pydantic.RootModel[list[Annotated[str, pydantic.Field(json_schema_extra={"maxLength": 120})]]]):
+    """At most 3 short edit suggestions: without a bound a small model can fill its whole answer budget with them."""
+
+    model_config = pydantic.ConfigDict(json_schema_extra={"maxItems": 3})
 
 
 @dataclass(frozen=True)
@@ -164,7 +171,8 @@ def format_summaries(summaries: list[str]) -> str:
 
 
 class SummariseText(dspy.Signature):
-    """Summarise the text in one short sentence that says what the writer wants or talks about, as it matters for the use case."""
+    """In one short sentence, say what the writer wants or reports (their request or problem) as it matters for the use
+    case, leaving out names of products, places and people."""
 
     text: str = dspy.InputField()
     summary: str = dspy.OutputField(desc="one sentence")
@@ -172,8 +180,8 @@ class SummariseText(dspy.Signature):
 
 class GenerateTaxonomy(dspy.Signature):
     """Propose a label set (taxonomy) for the use case from the summaries of a sample of texts: group the summaries into a
-    few broad categories that serve the use case and name each one. Every label must fit several summaries: no label per
-    summary, per product or per detail. Follow every rule."""
+    few broad categories that serve the use case and name each one by what its texts have in common, never by a single
+    product, brand or detail. Every label must fit several summaries. Follow every rule."""
 
     use_case: str = dspy.InputField()
     rules: str = dspy.InputField()
@@ -193,7 +201,7 @@ class UpdateTaxonomy(dspy.Signature):
     summaries: str = dspy.InputField(desc="numbered summaries of new sampled texts")
     problems: str = dspy.InputField(desc="problems with your previous answer, to fix now; 'none' on the first try")
     rating: int = dspy.OutputField(desc="1 to 5")
-    suggestions: list[str] = dspy.OutputField(desc="short edit suggestions, possibly none")
+    suggestions: Suggestions = dspy.OutputField(desc="up to 3 short edit suggestions, possibly none")
     labels: list[Label] = dspy.OutputField(desc="the revised taxonomy")
 
 
@@ -273,7 +281,8 @@ class TaxonomyStep(dspy.Module):
                 result = StepResult(labels, attempt, retried_for=history or None)
                 if self.step == "update":
                     result.rating = min(5, max(1, int(pred["rating"] or 1)))
-                    result.suggestions = [" ".join(str(s).split()) for s in (pred["suggestions"] or []) if str(s).strip()][:10]
+                    suggestions = getattr(pred["suggestions"], "root", pred["suggestions"]) or []
+                    result.suggestions = [" ".join(str(s).split()) for s in suggestions if str(s).strip()][:3]
                 return result
             history += problems
         raise TaxonomyError(self.step, problems, self.max_attempts)

@@ -16,7 +16,7 @@ GOLD = [{"name": "billing", "description": "Charges, refunds, invoices and payme
         {"name": "product_question", "description": "Questions about specs, stock or compatibility before buying."}]
 
 STEP_MARKERS = {"Propose a label set": "generate", "Check the current taxonomy": "update",
-                "Review the taxonomy": "review", "Summarise the text": "summarise"}
+                "Review the taxonomy": "review", "say what the writer wants or reports": "summarise"}
 
 
 def _step(request) -> str:

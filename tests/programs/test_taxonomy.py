@@ -149,3 +149,13 @@ def test_assignment_offers_none_of_these():
         other = program(text="what a lovely day")
     assert program.options == ["billing", "shipping", NONE_OF_THESE]
     assert refund.answer == "billing" and other.answer == NONE_OF_THESE  # the rule engine's fallback is the last option
+
+
+def test_update_suggestions_are_bounded_so_they_cannot_eat_the_answer_budget():
+    lm = taxonomy_lm(script={"update": [{"labels": GOLD, "suggestions": ["merge a and b", "split c"]}]})
+    with dspy.context(lm=lm):
+        result = TaxonomyStep("update", Constraints())(use_case="route", taxonomy="- billing: money", summaries="1. x")
+    assert result.suggestions == ["merge a and b", "split c"]
+    schema = lm.engine.requests[0].config.response_format["schema"]
+    suggestions = schema["$defs"][schema["properties"]["suggestions"]["$ref"].rsplit("/", 1)[1]]
+    assert suggestions["maxItems"] == 3 and suggestions["items"]["maxLength"] == 120
