@@ -263,7 +263,7 @@ class TaxonomyStep(dspy.Module):
         self.predict = dspy.Predict(STEPS[step].with_updated_fields("labels", type_=labels_type(constraints)))
 
     def forward(self, **inputs) -> StepResult:
-        problems, history = ["none"], []
+        problems, history, labels = ["none"], [], []
         for attempt in range(1, self.max_attempts + 1):
             try:
                 with dspy.context(adapter=CompactJSONAdapter()):
@@ -285,7 +285,20 @@ class TaxonomyStep(dspy.Module):
                     result.suggestions = [" ".join(str(s).split()) for s in suggestions if str(s).strip()][:3]
                 return result
             history += problems
+        repaired = _drop_repeats(labels) if problems and all(p.startswith("duplicate label name") for p in problems) else None
+        if repaired is not None and not validate_taxonomy(repaired, self.constraints):
+            # a small model that loops repeats whole labels; after the last attempt keep each first one
+            return StepResult(repaired, self.max_attempts, retried_for=history + ["repeated labels dropped"])
         raise TaxonomyError(self.step, problems, self.max_attempts)
+
+
+def _drop_repeats(labels: list[dict]) -> list[dict]:
+    seen, out = set(), []
+    for label in labels:
+        if label["name"] not in seen:
+            seen.add(label["name"])
+            out.append(label)
+    return out
 
 
 def _problem_text(problems: list[str]) -> str:

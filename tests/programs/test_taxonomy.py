@@ -159,3 +159,16 @@ def test_update_suggestions_are_bounded_so_they_cannot_eat_the_answer_budget():
     schema = lm.engine.requests[0].config.response_format["schema"]
     suggestions = schema["$defs"][schema["properties"]["suggestions"]["$ref"].rsplit("/", 1)[1]]
     assert suggestions["maxItems"] == 3 and suggestions["items"]["maxLength"] == 120
+
+
+def test_a_model_that_keeps_repeating_labels_gets_each_first_one_after_the_last_attempt():
+    looping = GOLD[:2] * 3
+    lm = taxonomy_lm(script={"generate": [looping] * 3})
+    with dspy.context(lm=lm):
+        result = TaxonomyStep("generate", Constraints(), max_attempts=3)(use_case="route", summaries="1. x")
+    assert lm.engine.calls == 3  # retried first, repaired only after the last attempt
+    assert result.labels == GOLD[:2] and result.retried_for[-1] == "repeated labels dropped"
+
+    lm = taxonomy_lm(script={"generate": [[GOLD[0]] * 3] * 3})  # one label repeated: still too few after the repair
+    with dspy.context(lm=lm), pytest.raises(TaxonomyError, match="duplicate label name"):
+        TaxonomyStep("generate", Constraints(), max_attempts=3)(use_case="route", summaries="1. x")
