@@ -29,10 +29,11 @@ def _fail(exc: Exception) -> None:
 def _guard(fn, *args, **kwargs):
     from flows.config import ConfigError
     from programs.lm import ModelNotAvailable
+    from programs.taxonomy import TaxonomyError
 
     try:
         return fn(*args, **kwargs)
-    except (ConfigError, ModelNotAvailable) as exc:
+    except (ConfigError, ModelNotAvailable, TaxonomyError) as exc:
         _fail(exc)
 
 
@@ -122,6 +123,33 @@ def optimize(config: Path = CONFIG, labeler: str = typer.Option(None, help="only
                       f"{row['seconds']:.0f} s")
         console.print(f"[bold green]saved[/] {row['path']}: `labelloop run` now uses it (its answers are stored "
                       "apart from the zero-shot program's; `labelloop plan` shows the calls)")
+
+
+@app.command()
+def bootstrap(config: Path = CONFIG,
+              update: bool = typer.Option(False, "--update", help="refine the existing taxonomy on new records, keeping your edits"),
+              progress: bool = typer.Option(True, help="show progress bars")):
+    """Propose a taxonomy from a sample of the records (summarise, generate, update, review, coverage check)."""
+    from flows.bootstrap import bootstrap_taxonomy
+    from flows.config import load_config
+
+    cfg = _guard(load_config, config)
+    result = _guard(bootstrap_taxonomy, cfg, update=update, show_progress=progress)
+    table = Table(title=f"taxonomy from {len(result.sample_ids)} sampled records")
+    for col in ("label", "sampled records", "description"):
+        table.add_column(col)
+    for label in result.labels:
+        table.add_row(label["name"], str(result.counts.get(label["name"], 0)), label["description"])
+    console.print(table)
+    console.print(f"coverage: {result.coverage:.0%} of sampled records fit a label; LLM calls this run: {result.llm_calls}")
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
+    if result.diff is not None:
+        console.print(f"added: {result.diff['added'] or 'none'}  removed: {result.diff['removed'] or 'none'}  "
+                      f"changed: {result.diff['changed'] or 'none'}")
+        if result.diff["unified"]:
+            console.print(result.diff["unified"], markup=False, highlight=False)
+    console.print(f"[bold green]wrote[/] {result.output} and {result.report}; edit it, then `labelloop run {config}`")
 
 
 @app.command()

@@ -114,6 +114,23 @@ class OptimizeSpec(_Strict):
     candidates: int = Field(1, ge=0, le=16)
     max_demos: int = Field(2, ge=1, le=8)
     metric_k: int = Field(10, ge=1)
+class BootstrapSpec(_Strict):
+    """`labelloop bootstrap`: propose a taxonomy from a seeded sample of the records."""
+
+    use_case: str = "Find the main topics or intents of these texts, to label each text with exactly one of them."
+    sample_size: int = Field(48, ge=2)
+    minibatch_size: int = Field(16, ge=2)
+    summary_words: int = Field(25, ge=5, le=100)
+    max_labels: int = Field(8, ge=2, le=100)
+    max_name_words: int = Field(3, ge=1, le=10)
+    max_description_chars: int = Field(200, ge=20)
+    exclusive: bool = True
+    allow_catch_all: bool = False
+    max_attempts: int = Field(3, ge=1, le=10)
+    examples_per_label: int = Field(3, ge=0, le=20)
+    context_tokens: int = Field(4096, ge=1024)  # llama.cpp context for local models: fits a minibatch prompt
+    seed: int | None = None  # default: the project seed
+    output: Path | None = None  # default: the config's `taxonomy:` path
 
 
 class ProjectConfig(_Strict):
@@ -132,6 +149,7 @@ class ProjectConfig(_Strict):
     runs_dir: Path = Path("runs")
     store: Path = Path(".labelloop/votes.sqlite")
     programs_dir: Path = Path("optimized")  # optimized DSPy programs, one JSON file per labeler
+    bootstrap: BootstrapSpec | None = None
 
     @field_validator("labelers")
     @classmethod
@@ -161,6 +179,8 @@ def _resolve(cfg: ProjectConfig, base: Path) -> ProjectConfig:
     cfg.runs_dir = at(cfg.runs_dir)
     cfg.store = at(cfg.store)
     cfg.programs_dir = at(cfg.programs_dir)
+    if cfg.bootstrap is not None and cfg.bootstrap.output is not None:
+        cfg.bootstrap.output = at(cfg.bootstrap.output)
     for lf in cfg.labelers:
         if isinstance(lf, PythonLF):
             lf.module = at(lf.module)

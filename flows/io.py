@@ -92,8 +92,8 @@ def _label_sets(df: pd.DataFrame, spec: DataSpec, path: Path) -> pd.Series:
 
 
 def read_taxonomy(path: Path) -> Taxonomy:
-    """Read ``labels: [{name, description}]`` from YAML."""
-    raw = read_yaml(path, "taxonomy", " (write one, or run `labelloop init`)")
+    """Read ``labels: [{name, description}]`` from YAML (other keys, such as a label's ``examples``, are allowed)."""
+    raw = read_yaml(path, "taxonomy", " (write one, or propose one from the records with `labelloop bootstrap CONFIG`)")
     labels = raw.get("labels") if isinstance(raw, dict) else None
     if not isinstance(labels, list) or not all(isinstance(x, dict) and isinstance(x.get("name"), str) for x in labels):
         raise ConfigError(f"{path}: expected `labels:` as a list of {{name, description}} mappings, got {raw!r:.200}")

@@ -269,7 +269,8 @@ def is_local(model: str) -> bool:
 
 
 def make_lm(model: str = "local", *, api_base: str | None = None, temperature: float = 0.0,
-            max_tokens: int = 256, n_threads: int | None = None, cache: bool = False, **kwargs) -> dspy.LM:
+            max_tokens: int = 256, n_threads: int | None = None, n_ctx: int = 2048, cache: bool = False,
+            **kwargs) -> dspy.LM:
     """Build the DSPy LM for a config's ``lm.model``.
 
     Args:
@@ -279,6 +280,7 @@ def make_lm(model: str = "local", *, api_base: str | None = None, temperature: f
         temperature: sampling temperature; 0 makes labels repeatable.
         max_tokens: the answer budget per call.
         n_threads: llama.cpp threads for local models.
+        n_ctx: llama.cpp context size (prompt plus answer tokens) for local models.
         cache: DSPy's response cache for local models (the vote store already keeps labeling
             answers; optimizers, which repeat identical calls, turn it on). Hosted models keep
             DSPy's default.
@@ -290,7 +292,7 @@ def make_lm(model: str = "local", *, api_base: str | None = None, temperature: f
         path = embedded_model_path(model) if model in EMBEDDED_MODELS else Path(model)
         if not path.exists():
             raise ModelNotAvailable(f"lm.model points at {path}, which does not exist")
-        engine = LlamaCppEngine(path, n_threads=n_threads)
+        engine = LlamaCppEngine(path, n_threads=n_threads, n_ctx=n_ctx)
         return dspy.LM(f"llamacpp/{path.stem}", engine=engine, temperature=temperature, max_tokens=max_tokens,
                        cache=cache)
     if api_base:

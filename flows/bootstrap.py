@@ -1,0 +1,318 @@
+"""The `bootstrap` flow: propose a taxonomy from a seeded sample of the records (TnT-LLM style).
+
+Sample -> summarise each record for the use case -> generate a taxonomy on the first minibatch of
+summaries -> update it on each following minibatch -> review it -> assign every sampled record to a
+label or "none of these" (coverage) -> write ``taxonomy.yaml`` and a report.
+
+Every validated answer is kept in the project's vote store, keyed by a hash of (step, inputs, model,
+prompt version), so a re-run after a crash pays only for the calls that are missing. An existing
+output file is never overwritten without ``--update``, which starts from the file as a person left
+it and keeps their edits.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+import dspy  # noqa: E402
+import yaml  # noqa: E402
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: E402
+
+from flows.config import BootstrapSpec, ConfigError, ProjectConfig  # noqa: E402
+from flows.io import read_records, read_taxonomy, write_text  # noqa: E402
+from flows.store import VoteStore  # noqa: E402
+from programs.choice import PROMPT_FORMAT  # noqa: E402
+from programs.lm import is_local, make_lm, model_identity  # noqa: E402
+from programs.taxonomy import (  # noqa: E402
+    NONE_OF_THESE,
+    Constraints,
+    Summariser,
+    TaxonomyError,
+    TaxonomyStep,
+    assignment_program,
+    carry_edits,
+    format_summaries,
+    format_taxonomy,
+    normalise,
+    prompt_version,
+)
+
+
+@dataclass
+class BootstrapResult:
+    output: Path
+    report: Path
+    labels: list[dict]
+    coverage: float
+    llm_calls: int
+    sample_ids: list[str]
+    counts: dict[str, int]
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    steps: list[dict] = field(default_factory=list)
+    diff: dict | None = None  # --update: added, removed, changed label names and a unified diff
+    notes: list[str] = field(default_factory=list)
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _lm_key(cfg: ProjectConfig) -> list:
+    return [model_identity(cfg.lm.model), cfg.lm.temperature, cfg.lm.api_base]
+
+
+def constraints_of(spec: BootstrapSpec) -> Constraints:
+    return Constraints(max_labels=spec.max_labels, max_name_words=spec.max_name_words,
+                       max_description_chars=spec.max_description_chars, exclusive=spec.exclusive,
+                       allow_catch_all=spec.allow_catch_all)
+
+
+def output_path(cfg: ProjectConfig) -> Path:
+    spec = cfg.bootstrap or BootstrapSpec()
+    return Path(spec.output or cfg.taxonomy)
+
+
+def minibatches(items: list, size: int) -> list[list]:
+    """Consecutive batches of ``size``; a last batch under half the size joins the one before.
+
+    >>> [len(b) for b in minibatches(list(range(35)), 16)]
+    [16, 19]
+    """
+    batches = [items[i:i + size] for i in range(0, len(items), size)]
+    if len(batches) > 1 and len(batches[-1]) < size / 2:
+        batches[-2].extend(batches.pop())
+    return batches
+
+
+def _progress(show: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    disable=not show, transient=True)
+
+
+@task(cache_policy=NO_CACHE)
+def summarise(records: list[tuple[str, str]], spec: BootstrapSpec, lm, store: VoteStore, version: str,
+              show_progress: bool) -> tuple[dict[str, dict], int]:
+    """A summary per record: stored ones from the store, the rest from the LM (committed one by one)."""
+    known = store.get_many(version, records)
+    todo = [(rid, text) for rid, text in records if rid not in known]
+    program, calls = Summariser(spec.use_case, spec.summary_words, spec.max_attempts), 0
+    with _progress(show_progress) as progress:
+        bar = progress.add_task("summarise", total=len(todo))
+        for rid, text in todo:
+            with dspy.context(lm=lm):
+                pred = program(text=text)
+            calls += pred.calls
+            known[rid] = {"summary": pred.summary, "ok": pred.ok}
+            store.put_many(version, [(rid, text, known[rid])])
+            progress.advance(bar)
+    return known, calls
+
+
+@task(cache_policy=NO_CACHE)
+def taxonomy_step(step: str, inputs: dict, spec: BootstrapSpec, lm, store: VoteStore, lm_key: list) -> dict:
+    """One validated generate / update / review answer, from the store when this exact step ran before.
+
+    Returns the StepResult as a dict, with ``cached`` and (on failure after every attempt) ``error``.
+    """
+    constraints = constraints_of(spec)
+    version = _key(step, prompt_version(step, constraints), spec.max_attempts, lm_key)
+    item = [(step, json.dumps(inputs, sort_keys=True))]
+    stored = store.get_many(version, item).get(step)
+    if stored is not None:
+        return {**stored, "calls": 0, "cached": True}
+    program = TaxonomyStep(step, constraints, spec.max_attempts)
+    try:
+        with dspy.context(lm=lm):
+            result = program(**inputs).to_dict()
+    except TaxonomyError as exc:
+        return {"labels": None, "calls": exc.attempts, "cached": False, "error": str(exc), "problems": exc.problems}
+    store.put_many(version, [(*item[0], result)])
+    return {**result, "cached": False}
+
+
+@task(cache_policy=NO_CACHE)
+def assign(records: list[tuple[str, str]], labels: list[dict], lm, store: VoteStore, lm_key: list,
+           show_progress: bool) -> tuple[dict[str, dict], int]:
+    """Each record's label among ``labels`` or none_of_these, with probabilities (cached per record)."""
+    version = _key("assign", PROMPT_FORMAT, labels, lm_key)
+    known = store.get_many(version, records)
+    todo = [(rid, text) for rid, text in records if rid not in known]
+    program, calls = assignment_program(labels), 0
+    with _progress(show_progress) as progress:
+        bar = progress.add_task("coverage check", total=len(todo))
+        for rid, text in todo:
+            with dspy.context(lm=lm):
+                pred = program(text=text)
+            calls += 1
+            known[rid] = {"answer": pred.answer, "probs": pred.probs, "raw": pred.raw}
+            store.put_many(version, [(rid, text, known[rid])])
+            progress.advance(bar)
+    return known, calls
+
+
+def _read_existing(path: Path) -> list[dict]:
+    taxonomy = read_taxonomy(path)  # validates, with a clear error
+    return normalise({"name": n, "description": d} for n, d in zip(taxonomy.names, taxonomy.descriptions))
+
+
+def taxonomy_yaml(labels: list[dict], examples: dict[str, list[str]], header: str) -> str:
+    body = {"labels": [{**label, "examples": examples.get(label["name"], [])} for label in labels]}
+    return header + yaml.safe_dump(body, sort_keys=False, allow_unicode=True, width=100, default_flow_style=None)
+
+
+def taxonomy_diff(old: list[dict], new: list[dict], old_text: str, new_text: str, path: Path) -> dict:
+    before, after = {x["name"]: x["description"] for x in old}, {x["name"]: x["description"] for x in new}
+    unified = "".join(difflib.unified_diff(old_text.splitlines(True), new_text.splitlines(True),
+                                           fromfile=f"{path.name} (before)", tofile=f"{path.name} (after)"))
+    return {"added": [n for n in after if n not in before], "removed": [n for n in before if n not in after],
+            "changed": [n for n in after if n in before and after[n] != before[n]], "unified": unified}
+
+
+def render_report(spec: BootstrapSpec, result: BootstrapResult, n_records: int, update: bool,
+                  summaries_failed: int, invalid: int) -> str:
+    lines = [f"# Taxonomy bootstrap{' (update)' if update else ''}", "",
+             f"- use case: {spec.use_case}",
+             f"- records: {n_records}; sampled: {len(result.sample_ids)} (seeded); minibatch size: {spec.minibatch_size}",
+             f"- LLM calls this run: {result.llm_calls}",
+             f"- coverage: {result.coverage:.1%} of sampled records fit a label "
+             f"({result.counts.get(NONE_OF_THESE, 0)} fit none of them, {invalid} gave no valid answer)",
+             f"- summaries that fell back to the text's first words: {summaries_failed}", "",
+             "## Labels", "", "| label | sampled records | examples | description |", "|---|---|---|---|"]
+    for label in result.labels:
+        ex = ", ".join(result.examples.get(label["name"], []))
+        lines.append(f"| {label['name']} | {result.counts.get(label['name'], 0)} | {ex} | {label['description']} |")
+    lines += ["", "## Steps", "", "| step | summaries | LLM calls | from store | result |", "|---|---|---|---|---|"]
+    for s in result.steps:
+        outcome = s.get("error") or (f"{len(s['labels'])} labels" + (f", rating {s['rating']}" if s.get("rating") else "")
+                                     + (f", retried for: {'; '.join(s['retried_for'])}" if s.get("retried_for") else ""))
+        lines.append(f"| {s['step']} | {s.get('n_summaries', '')} | {s['calls']} | {'yes' if s['cached'] else 'no'} | {outcome} |")
+    suggestions = [x for s in result.steps for x in (s.get("suggestions") or [])]
+    if suggestions:
+        lines += ["", "## Suggestions made during updates", ""] + [f"- {x}" for x in suggestions]
+    if result.notes:
+        lines += ["", "## Notes", ""] + [f"- {x}" for x in result.notes]
+    if result.diff is not None:
+        lines += ["", "## Changes to the taxonomy", "", f"- added: {result.diff['added'] or 'none'}",
+                  f"- removed: {result.diff['removed'] or 'none'}", f"- changed: {result.diff['changed'] or 'none'}"]
+        if result.diff["unified"]:
+            lines += ["", "```diff", result.diff["unified"].rstrip(), "```"]
+    return "\n".join(lines) + "\n"
+
+
+@flow(name="bootstrap-taxonomy")
+def bootstrap_taxonomy(cfg: ProjectConfig, *, update: bool = False, show_progress: bool = True) -> BootstrapResult:
+    """Propose (or with ``update`` refine) the project's taxonomy and write it with a report.
+
+    Args:
+        cfg: the loaded config (``flows.config.load_config``); its taxonomy file need not exist.
+        update: start from the existing output file and refine it on records not seen before.
+        show_progress: rich progress bars for the per-record passes.
+
+    Returns:
+        What was written, the coverage, the LLM calls made and, for an update, the diff.
+    """
+    logger = get_run_logger()
+    spec = cfg.bootstrap or BootstrapSpec()
+    out = output_path(cfg)
+    report_path = out.with_name(f"{out.stem}_report.md")
+    if out.exists() and not update:
+        raise ConfigError(f"{out} already exists and may hold your edits, so bootstrap leaves it alone; refine it on new "
+                          f"records with `labelloop bootstrap --update`, or delete it to start over")
+    if update and not out.exists():
+        raise ConfigError(f"--update refines an existing taxonomy, but {out} does not exist; run `labelloop bootstrap` first")
+    current = _read_existing(out) if update else None
+    old_text = out.read_text(encoding="utf-8") if update else ""
+
+    df = read_records(cfg.data)
+    texts = dict(zip(df["id"], df["text"]))
+    store = VoteStore(cfg.store)
+    lm_key = _lm_key(cfg)
+    seen_version = _key("bootstrap-seen", str(out))
+    written_version = _key("bootstrap-written", str(out))
+    seed = cfg.seed if spec.seed is None else spec.seed
+    notes: list[str] = []
+    try:
+        seen = store.get_many(seen_version, list(texts.items())) if update else {}
+        pool = [rid for rid in df["id"] if rid not in seen]
+        if update and not pool:
+            notes.append("every record was sampled before; this update resamples from all records")
+            pool = list(df["id"])
+        rounds = 1 + max((s["round"] for s in seen.values()), default=-1) if update else 0
+        sample = random.Random(seed + rounds).sample(pool, min(spec.sample_size, len(pool)))
+        records = [(rid, texts[rid]) for rid in sample]
+
+        lm = make_lm(cfg.lm.model, api_base=cfg.lm.api_base, temperature=cfg.lm.temperature,
+                     max_tokens=cfg.lm.max_tokens, n_threads=cfg.lm.n_threads,
+                     **({"n_ctx": spec.context_tokens} if is_local(cfg.lm.model) else {}))
+        sum_version = _key("summarise", prompt_version("summarise"), spec.use_case, spec.summary_words, lm_key)
+        summaries, calls = summarise(records, spec, lm, store, sum_version, show_progress)
+        summaries_failed = sum(1 for rid in sample if not summaries[rid]["ok"])
+        logger.info("summaries: %d LLM calls (%d reused)", calls, len(sample) - calls)
+
+        steps, labels = [], current
+        for i, batch in enumerate(minibatches(sample, spec.minibatch_size)):
+            text = format_summaries([summaries[rid]["summary"] for rid in batch])
+            if labels is None:
+                step, inputs = "generate", {"use_case": spec.use_case, "summaries": text}
+            else:
+                step, inputs = "update", {"use_case": spec.use_case, "taxonomy": format_taxonomy(labels), "summaries": text}
+            res = taxonomy_step(step, inputs, spec, lm, store, lm_key)
+            steps.append({**res, "step": f"{step} {i + 1}", "n_summaries": len(batch)})
+            calls += res["calls"]
+            if res["labels"] is None:
+                if step == "generate":
+                    raise TaxonomyError(step, res["problems"], res["calls"])
+                notes.append(f"update {i + 1} kept the taxonomy unchanged: {res['error']}")
+                continue
+            labels = res["labels"]
+        res = taxonomy_step("review", {"use_case": spec.use_case, "taxonomy": format_taxonomy(labels)}, spec, lm, store, lm_key)
+        steps.append({**res, "step": "review"})
+        calls += res["calls"]
+        if res["labels"] is None:
+            notes.append(f"the review kept the taxonomy unchanged: {res['error']}")
+        else:
+            labels = res["labels"]
+        if update:
+            before = store.get_many(written_version, [("latest", "")]).get("latest")
+            labels, kept = carry_edits(before and before["labels"], current, labels)
+            notes += kept
+
+        answers, n = assign(records, labels, lm, store, lm_key, show_progress)
+        calls += n
+        names = [x["name"] for x in labels]
+        counts = {name: 0 for name in names + [NONE_OF_THESE]}
+        for rid in sample:
+            if answers[rid]["answer"] in counts:
+                counts[answers[rid]["answer"]] += 1
+        invalid = len(sample) - sum(counts.values())
+        examples = {}
+        for name in names:
+            hits = [rid for rid in sample if answers[rid]["answer"] == name]
+            hits.sort(key=lambda rid: -(answers[rid]["probs"] or {}).get(name, 0.0))
+            examples[name] = hits[:spec.examples_per_label]
+
+        header = (f"# Proposed by `labelloop bootstrap` from {len(sample)} sampled records. Edit freely: names, descriptions,\n"
+                  f"# added or deleted labels are kept by `labelloop bootstrap --update`. Examples are record ids.\n")
+        new_text = taxonomy_yaml(labels, examples, header)
+        result = BootstrapResult(out, report_path, labels, (len(sample) - counts[NONE_OF_THESE] - invalid) / len(sample),
+                                 calls, sample, counts, examples, steps, notes=notes)
+        if update:
+            result.diff = taxonomy_diff(current, labels, old_text, new_text, out)
+        # the markers first: a crash before the file is written then leaves nothing that blocks a plain rerun
+        store.put_many(written_version, [("latest", "", {"labels": labels})])
+        store.put_many(seen_version, [(rid, texts[rid], {"round": rounds}) for rid in sample])
+        write_text(report_path, render_report(spec, result, len(df), update, summaries_failed, invalid))
+        write_text(out, new_text)
+    finally:
+        store.close()
+    return result
