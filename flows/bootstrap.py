@@ -41,8 +41,10 @@ from programs.taxonomy import (  # noqa: E402
     TaxonomyStep,
     assignment_program,
     carry_edits,
+    format_groups,
     format_summaries,
     format_taxonomy,
+    group_summaries,
     normalise,
     prompt_version,
 )
@@ -263,6 +265,8 @@ def bootstrap_taxonomy(cfg: ProjectConfig, *, update: bool = False, show_progres
         for i, batch in enumerate(minibatches(sample, spec.minibatch_size)):
             text = format_summaries([summaries[rid]["summary"] for rid in batch])
             if labels is None:
+                if spec.group_summaries:  # every sampled summary, clustered: one group per intended label
+                    text = format_groups(group_summaries([summaries[rid]["summary"] for rid in sample], spec.max_labels))
                 step, inputs = "generate", {"use_case": spec.use_case, "summaries": text}
             else:
                 step, inputs = "update", {"use_case": spec.use_case, "taxonomy": format_taxonomy(labels), "summaries": text}

@@ -120,6 +120,7 @@ class BootstrapSpec(_Strict):
     use_case: str = "Find the main topics or intents of these texts, to label each text with exactly one of them."
     sample_size: int = Field(48, ge=2)
     minibatch_size: int = Field(16, ge=2)
+    group_summaries: bool = True  # cluster the sample's summaries (MiniLM) and let generate name the groups
     summary_words: int = Field(25, ge=5, le=100)
     max_labels: int = Field(8, ge=2, le=100)
     max_name_words: int = Field(3, ge=1, le=10)

@@ -170,6 +170,44 @@ def format_summaries(summaries: list[str]) -> str:
     return "\n".join(f"{i}. {s}" for i, s in enumerate(summaries, 1))
 
 
+def group_summaries(summaries: list[str], n_groups: int, per_group: int = 4) -> list[list[str]]:
+    """Cluster summaries by sentence-embedding similarity (average-linkage, cosine), largest group first.
+
+    A small LM names groups far better than it invents them: shown one group per intended label,
+    it describes what each group shares instead of naming labels after single texts. Each group
+    keeps at most ``per_group`` summaries, those closest to its centre.
+    """
+    import numpy as np
+    from sklearn.cluster import AgglomerativeClustering
+
+    from programs.embeddings import embed
+
+    if len(summaries) <= n_groups:
+        return [[s] for s in summaries]
+    vectors = embed(summaries)
+    ids = AgglomerativeClustering(n_clusters=n_groups, metric="cosine", linkage="average").fit_predict(vectors)
+    groups = []
+    for g in sorted(set(ids.tolist()), key=lambda g: -(ids == g).sum()):
+        members = np.flatnonzero(ids == g)
+        centre = vectors[members].mean(axis=0)
+        closest = members[np.argsort(-(vectors[members] @ centre))][:per_group]
+        groups.append([summaries[i] for i in closest])
+    return groups
+
+
+def format_groups(groups: list[list[str]]) -> str:
+    """Grouped summaries for the generate step, with the instruction to name what each group shares.
+
+    >>> print(format_groups([["a refund", "money back"], ["late parcel"]]))
+    The summaries are grouped by similarity. Propose one label per group, named after what its summaries share (merge groups with the same meaning; skip a group of one odd text).
+    Group 1 (2 summaries): a refund | money back
+    Group 2 (1 summaries): late parcel
+    """
+    head = ("The summaries are grouped by similarity. Propose one label per group, named after what its summaries share "
+            "(merge groups with the same meaning; skip a group of one odd text).")
+    return "\n".join([head] + [f"Group {i} ({len(g)} summaries): " + " | ".join(g) for i, g in enumerate(groups, 1)])
+
+
 class SummariseText(dspy.Signature):
     """In one short sentence, say what the writer wants or reports (their request or problem) as it matters for the use
     case, leaving out names of products, places and people."""

@@ -172,3 +172,18 @@ def test_a_model_that_keeps_repeating_labels_gets_each_first_one_after_the_last_
     lm = taxonomy_lm(script={"generate": [[GOLD[0]] * 3] * 3})  # one label repeated: still too few after the repair
     with dspy.context(lm=lm), pytest.raises(TaxonomyError, match="duplicate label name"):
         TaxonomyStep("generate", Constraints(), max_attempts=3)(use_case="route", summaries="1. x")
+
+
+def test_summaries_are_grouped_by_meaning_for_the_generate_step():
+    from programs.taxonomy import format_groups, group_summaries
+
+    refunds = ["Customer wants a refund for a returned item", "Customer asks when the money for the return comes back",
+               "Customer was charged twice and wants the money back"]
+    parcels = ["Customer's parcel has not arrived yet", "Customer asks where the delivery is",
+               "Customer says the package tracking has not moved"]
+    logins = ["Customer cannot log in to the account", "Customer forgot the password and the reset email never came"]
+    groups = group_summaries(refunds + parcels + logins, 3)
+    assert sorted(map(sorted, groups)) == sorted(map(sorted, [refunds, parcels, logins]))
+    assert len(groups[0]) == 3 and len(groups[-1]) == 2  # largest group first
+    assert group_summaries(["only one"], 3) == [["only one"]]
+    assert format_groups(groups).count("Group ") == 3
