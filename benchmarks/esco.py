@@ -44,27 +44,15 @@ def _score(rankings, golds, calls, seconds, timed: int) -> dict:
             "records_timed": timed, "n": n}
 
 
-def _run_program(name, labeler, program, records, lm, store, version, fresh_calls):
-    """Answers for every record: from the vote store, or from the program (then stored)."""
-    import dspy
-    from rich.progress import Progress
-
-    from labelers.irr import prediction_to_answer
+def _run_program(name, program, records, lm, store, version, fresh_calls):
+    """Answers for every record: from the vote store, or from the program (then stored), as labelling does."""
+    from flows.label_dataset import answer_with_llm
 
     items = [(r["id"], r["text"]) for r in records]
-    known = store.get_many(version, items)
-    todo = [(rid, text) for rid, text in items if rid not in known]
+    n_new = len(items) - len(store.get_many(version, items))
     started = time.time()
-    with Progress(transient=True) as progress:
-        bar = progress.add_task(name, total=len(todo))
-        for rid, text in todo:
-            with dspy.context(lm=lm):
-                answer = prediction_to_answer(program(text=text))
-            store.put_many(version, [(rid, text, answer)])
-            known[rid] = answer
-            progress.advance(bar)
-    fresh_calls[name] = sum(known[rid]["calls"] for rid, _ in todo)
-    return [known[r["id"]] for r in records], time.time() - started, len(todo)
+    answers, fresh_calls[name], _ = answer_with_llm.fn(name, program, items, lm, store, version)
+    return [answers[r["id"]] for r in records], time.time() - started, n_new
 
 
 def main() -> None:
@@ -137,7 +125,7 @@ def main() -> None:
     params = {"max_tokens": 256, "api_base": args.api_base}
 
     zero = IRRLabeler("irr", **settings)
-    answers, seconds, n_new = _run_program("irr", zero, zero.build_program(index), test, lm, store,
+    answers, seconds, n_new = _run_program("irr", zero.build_program(index), test, lm, store,
                                            zero.version(identity, params, fingerprint), fresh_calls)
     calls = sum(a["calls"] for a in answers)
     results["irr"] = _score([a["ranking"] for a in answers], golds, calls, seconds, n_new)
@@ -158,7 +146,7 @@ def main() -> None:
         write_json(program_file, state)
         opt_seconds = round(time.time() - started, 1)
     tuned = IRRLabeler("irr", program_state=state_hash(state), **settings)
-    answers, seconds, n_new = _run_program("irr_optimized", tuned, tuned.build_program(index, state), test, lm, store,
+    answers, seconds, n_new = _run_program("irr_optimized", tuned.build_program(index, state), test, lm, store,
                                            tuned.version(identity, params, fingerprint), fresh_calls)
     calls = sum(a["calls"] for a in answers)
     results["irr_optimized"] = _score([a["ranking"] for a in answers], golds, calls, seconds, n_new)

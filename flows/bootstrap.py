@@ -26,10 +26,10 @@ import dspy  # noqa: E402
 import yaml  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: E402
 
 from flows.config import BootstrapSpec, ConfigError, ProjectConfig  # noqa: E402
 from flows.io import read_records, read_taxonomy, write_text  # noqa: E402
+from flows.label_dataset import progress_bar  # noqa: E402
 from flows.store import VoteStore  # noqa: E402
 from programs.choice import PROMPT_FORMAT  # noqa: E402
 from programs.lm import is_local, make_lm, model_identity  # noqa: E402
@@ -96,11 +96,6 @@ def minibatches(items: list, size: int) -> list[list]:
     return batches
 
 
-def _progress(show: bool) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    disable=not show, transient=True)
-
-
 @task(cache_policy=NO_CACHE)
 def summarise(records: list[tuple[str, str]], spec: BootstrapSpec, lm, store: VoteStore, version: str,
               show_progress: bool) -> tuple[dict[str, dict], int]:
@@ -108,7 +103,7 @@ def summarise(records: list[tuple[str, str]], spec: BootstrapSpec, lm, store: Vo
     known = store.get_many(version, records)
     todo = [(rid, text) for rid, text in records if rid not in known]
     program, calls = Summariser(spec.use_case, spec.summary_words, spec.max_attempts), 0
-    with _progress(show_progress) as progress:
+    with progress_bar(show_progress) as progress:
         bar = progress.add_task("summarise", total=len(todo))
         for rid, text in todo:
             with dspy.context(lm=lm):
@@ -150,7 +145,7 @@ def assign(records: list[tuple[str, str]], labels: list[dict], lm, store: VoteSt
     known = store.get_many(version, records)
     todo = [(rid, text) for rid, text in records if rid not in known]
     program, calls = assignment_program(labels), 0
-    with _progress(show_progress) as progress:
+    with progress_bar(show_progress) as progress:
         bar = progress.add_task("coverage check", total=len(todo))
         for rid, text in todo:
             with dspy.context(lm=lm):

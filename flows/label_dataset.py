@@ -24,9 +24,8 @@ from rich.progress import (  # noqa: E402
     TextColumn,
     TimeRemainingColumn,
 )
-from snorkel.labeling import LFApplier  # noqa: E402
-
 from scipy import sparse  # noqa: E402
+from snorkel.labeling import LFApplier  # noqa: E402
 
 from flows.project import Project  # noqa: E402
 from flows.store import VoteStore, label_vectors  # noqa: E402
@@ -91,6 +90,12 @@ def program_for(project: Project, labeler: LLMLabeler | IRRLabeler, optimized: b
     return labeler.build_program(index, project.programs.get(labeler.name) if optimized else None)
 
 
+def progress_bar(show: bool) -> Progress:
+    """The rich progress bar of every per-record LLM pass (hidden when ``show`` is False)."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    disable=not show, transient=True)
+
+
 def _answer_one(program, lm, text: str) -> dict:
     with dspy.context(lm=lm):
         pred = program(text=text)
@@ -111,8 +116,7 @@ def answer_with_llm(name: str, program, items: list[tuple[str, str]], lm, store:
     if not todo:
         return known, 0, 0
     errors = calls = 0
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-    with Progress(*columns, disable=not show_progress, transient=True) as progress, \
+    with progress_bar(show_progress) as progress, \
             ThreadPoolExecutor(max_workers=max_concurrency) as pool:
         bar = progress.add_task(name, total=len(todo))
         for start in range(0, len(todo), BATCH):

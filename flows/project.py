@@ -11,8 +11,8 @@ import pandas as pd
 from snorkel.labeling import LabelingFunction
 
 from flows.config import (
-    ConfigError,
     IRRLF,
+    ConfigError,
     KeywordLF,
     ProjectConfig,
     PromptLF,
@@ -20,8 +20,8 @@ from flows.config import (
     RegexLF,
     ZeroShotLF,
     load_config,
+    read_yaml,
 )
-from flows.config import read_yaml
 from flows.io import check_labels, read_records, read_taxonomy
 from labelers.heuristics import make_keyword_lf, make_regex_lf
 from labelers.irr import IRRLabeler, state_hash

@@ -26,25 +26,18 @@ from labelers.analysis import lf_summary, scores
 from labelers.irr import IRRLabeler
 from labelers.labels import ABSTAIN
 from labelers.llm import answer_ids
-from labelers.multilabel import gold_matrix, multilabel_scores, multilabel_summary, rankings
+from labelers.multilabel import (
+    gold_matrix,
+    multilabel_scores,
+    multilabel_summary,
+    rankings,
+)
 from labelers.student import predict_proba_full
 
 
 def _gold_ids(project: Project, split: str) -> np.ndarray | None:
     y = gold_ids(project, split)
     return None if y is None else np.array(y)
-
-
-def _ranking_scores(answers: list[dict | None], names) -> np.ndarray:
-    """An IRR labeler's raw answers as (n, k) scores: chosen labels >= 0.5, the other candidates below."""
-    index = {name: j for j, name in enumerate(names)}
-    P = np.zeros((len(answers), len(names)))
-    for i, answer in enumerate(answers):
-        chosen = set((answer or {}).get("chosen") or [])
-        ranking = [x for x in (answer or {}).get("ranking") or [] if x in index]
-        for r, label in enumerate(ranking):
-            P[i, index[label]] = (1.0 if label in chosen else 0.49) - r / (10 * len(ranking))
-    return P
 
 
 def evaluate_multilabel(project: Project, result, model, majority, student) -> dict:
@@ -61,7 +54,8 @@ def evaluate_multilabel(project: Project, result, model, majority, student) -> d
             rows["student"] = multilabel_scores(Y, student.predict_proba(votes.texts), names)
         for labeler in project.llm_labelers:
             if isinstance(labeler, IRRLabeler):  # what asking the LLM program directly gives
-                rows[f"{labeler.name}_llm"] = multilabel_scores(Y, _ranking_scores(votes.answers[labeler.name], names), names)
+                rows[f"{labeler.name}_llm"] = multilabel_scores(Y, labeler.scores(votes.answers[labeler.name], project.taxonomy),
+                                                                names)
         out[split] = rows
     return out
 

@@ -72,6 +72,23 @@ class IRRLabeler:
         return np.array([taxonomy.names.index(a["chosen"][0]) if a and a.get("chosen") and a["chosen"][0] in taxonomy.names
                          else ABSTAIN for a in answers], dtype=int)
 
+    def scores(self, answers: list[dict | None], taxonomy: Taxonomy) -> np.ndarray:
+        """The program's own answers as (n, k) scores: chosen labels >= 0.5, in ranking order; the other
+        candidates below 0.5; labels never retrieved 0. What asking the LLM program directly gives.
+
+        >>> tax = Taxonomy(("a", "b", "c"), ("", "", ""))
+        >>> IRRLabeler("irr").scores([{"chosen": ["b"], "ranking": ["b", "a"]}], tax).round(2).tolist()
+        [[0.44, 1.0, 0.0]]
+        """
+        index = {name: j for j, name in enumerate(taxonomy.names)}
+        P = np.zeros((len(answers), len(taxonomy)))
+        for i, answer in enumerate(answers):
+            chosen = set((answer or {}).get("chosen") or [])
+            ranking = [x for x in (answer or {}).get("ranking") or [] if x in index]
+            for r, label in enumerate(ranking):
+                P[i, index[label]] = (1.0 if label in chosen else 0.49) - r / (10 * len(ranking))
+        return P
+
     def build_program(self, index, state: dict | None = None):
         """The DSPy program for these settings over a label index, with an optimized state loaded when given."""
         from programs.irr import InferRetrieveRank
@@ -89,7 +106,3 @@ def state_hash(state: dict | None) -> str:
         return ""
     return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-
-def prediction_to_answer(pred) -> dict:
-    """The JSON-able answer stored for a program prediction."""
-    return {k: pred.get(k) for k in ("ranking", "chosen", "candidates", "guesses", "invalid", "failed", "calls")}

@@ -135,14 +135,14 @@ def multilabel_summary(votes: list[sparse.csr_matrix], names: list[str], *, vote
     and on gold dev records the precision and recall of its positive votes."""
     if len(votes) != len(names):
         raise ValueError(f"{len(votes)} vote matrices but {len(names)} labeler names")
-    positives = [(V > 0) for V in votes]
-    negatives = [(V < 0) for V in votes]
+    positives = [(V > 0).astype(np.int32) for V in votes]
+    negatives = [(V < 0).astype(np.int32) for V in votes]
+    all_pos, all_neg = sum(positives), sum(negatives)  # per (record, label): how many labelers said yes / no
     rows = {}
     for j, name in enumerate(names):
         pos, n = positives[j], positives[j].shape[0]
         covered = np.asarray(pos.sum(axis=1)).ravel() > 0
-        others_pos = sum((positives[i] for i in range(len(names)) if i != j), sparse.csr_matrix(pos.shape, dtype=bool))
-        others_neg = sum((negatives[i] for i in range(len(names)) if i != j), sparse.csr_matrix(pos.shape, dtype=bool))
+        others_pos, others_neg = all_pos - pos, all_neg - negatives[j]
         overlap = np.asarray(pos.multiply(others_pos).sum(axis=1)).ravel() > 0
         conflict = (np.asarray(pos.multiply(others_neg).sum(axis=1)).ravel() > 0) | \
                    (np.asarray(negatives[j].multiply(others_pos).sum(axis=1)).ravel() > 0)
