@@ -1,8 +1,10 @@
 """The `bootstrap` flow: propose a taxonomy from a seeded sample of the records (TnT-LLM style).
 
-Sample -> summarise each record for the use case -> generate a taxonomy on the first minibatch of
-summaries -> update it on each following minibatch -> review it -> assign every sampled record to a
-label or "none of these" (coverage) -> write ``taxonomy.yaml`` and a report.
+Sample -> summarise each record for the use case -> generate a first taxonomy (by default: cluster
+the sample and name each cluster from its typical words and summaries, one call per cluster;
+otherwise from the first minibatch of summaries in one call) -> update it on each following
+minibatch and review it, both by a few typed edits -> assign every sampled record to a label or
+"none of these" (coverage) -> write ``taxonomy.yaml`` and a report.
 
 Every validated answer is kept in the project's vote store, keyed by a hash of (step, inputs, model,
 prompt version), so a re-run after a crash pays only for the calls that are missing. An existing
@@ -41,10 +43,8 @@ from programs.taxonomy import (  # noqa: E402
     TaxonomyStep,
     assignment_program,
     carry_edits,
-    format_groups,
     format_summaries,
-    format_taxonomy,
-    group_summaries,
+    group_records,
     normalise,
     prompt_version,
 )
@@ -116,18 +116,20 @@ def summarise(records: list[tuple[str, str]], spec: BootstrapSpec, lm, store: Vo
 
 
 @task(cache_policy=NO_CACHE)
-def taxonomy_step(step: str, inputs: dict, spec: BootstrapSpec, lm, store: VoteStore, lm_key: list) -> dict:
-    """One validated generate / update / review answer, from the store when this exact step ran before.
+def taxonomy_step(step: str, inputs: dict, spec: BootstrapSpec, lm, store: VoteStore, lm_key: list,
+                  current: list[dict] | None = None) -> dict:
+    """One validated name / generate / update / review answer, from the store when this exact step ran before.
 
-    Returns the StepResult as a dict, with ``cached`` and (on failure after every attempt) ``error``.
+    ``current`` is the taxonomy an update or review edits. Returns the StepResult as a dict, with
+    ``cached`` and (on failure after every attempt) ``error``.
     """
     constraints = constraints_of(spec)
     version = _key(step, prompt_version(step, constraints), spec.max_attempts, lm_key)
-    item = [(step, json.dumps(inputs, sort_keys=True))]
+    item = [(step, json.dumps({**inputs, "current": current}, sort_keys=True))]
     stored = store.get_many(version, item).get(step)
     if stored is not None:
         return {**stored, "calls": 0, "cached": True}
-    program = TaxonomyStep(step, constraints, spec.max_attempts)
+    program = TaxonomyStep(step, constraints, spec.max_attempts, current=current)
     try:
         with dspy.context(lm=lm):
             result = program(**inputs).to_dict()
@@ -155,6 +157,38 @@ def assign(records: list[tuple[str, str]], labels: list[dict], lm, store: VoteSt
             store.put_many(version, [(rid, text, known[rid])])
             progress.advance(bar)
     return known, calls
+
+
+def name_groups(records: list[tuple[str, str]], summaries: dict[str, dict], spec: BootstrapSpec, lm, store: VoteStore,
+                lm_key: list, seed: int, show_progress: bool) -> tuple[list[dict], list[dict], int, list[str]]:
+    """The first taxonomy: one label per cluster of the sampled records. Returns labels, steps, calls, notes.
+
+    A group whose name stays invalid is left out, and groups given the same name share one label;
+    both are noted. Fewer than two labels left is a ``TaxonomyError``.
+    """
+    groups = group_records([summaries[rid]["summary"] for rid, _ in records], [text for _, text in records],
+                           spec.max_labels, seed=seed, by=spec.group_by)
+    labels, steps, calls, notes, problems = [], [], 0, [], []
+    with progress_bar(show_progress) as progress:
+        bar = progress.add_task("name groups", total=len(groups))
+        results = []
+        for group in groups:
+            results.append(taxonomy_step("name", group.inputs(), spec, lm, store, lm_key))
+            progress.advance(bar)
+    for i, (group, res) in enumerate(zip(groups, results), 1):
+        steps.append({**res, "step": f"name group {i}", "n_summaries": group.size, "keywords": group.keywords})
+        calls += res["calls"]
+        about = f"group {i} ({group.size} records: {', '.join(group.keywords[:4])})"
+        if res["labels"] is None:
+            notes.append(f"{about} got no valid name and has no label: {res['error']}")
+            problems += res["problems"]
+        elif res["labels"][0]["name"] in {x["name"] for x in labels}:
+            notes.append(f'{about} was named "{res["labels"][0]["name"]}" like a larger group; they share that label')
+        else:
+            labels.append(res["labels"][0])
+    if len(labels) < 2:
+        raise TaxonomyError("name", problems or [f"the {len(groups)} groups got {len(labels)} distinct name(s)"], calls)
+    return labels, steps, calls, notes
 
 
 def _read_existing(path: Path) -> list[dict]:
@@ -190,12 +224,12 @@ def render_report(spec: BootstrapSpec, result: BootstrapResult, n_records: int, 
         lines.append(f"| {label['name']} | {result.counts.get(label['name'], 0)} | {ex} | {label['description']} |")
     lines += ["", "## Steps", "", "| step | summaries | LLM calls | from store | result |", "|---|---|---|---|---|"]
     for s in result.steps:
-        outcome = s.get("error") or (f"{len(s['labels'])} labels" + (f", rating {s['rating']}" if s.get("rating") else "")
-                                     + (f", retried for: {'; '.join(s['retried_for'])}" if s.get("retried_for") else ""))
+        named = f"{s['labels'][0]['name']} (keywords: {', '.join(s['keywords'])})" if s.get("keywords") and s["labels"] else None
+        edits = "; ".join(s["edits"]) if s.get("edits") else ("no edits" if s.get("edits") is not None else "")
+        outcome = s.get("error") or named or ", ".join(x for x in [
+            f"{len(s['labels'])} labels", f"rating {s['rating']}" if s.get("rating") else "", edits,
+            f"retried for: {'; '.join(s['retried_for'])}" if s.get("retried_for") else ""] if x)
         lines.append(f"| {s['step']} | {s.get('n_summaries', '')} | {s['calls']} | {'yes' if s['cached'] else 'no'} | {outcome} |")
-    suggestions = [x for s in result.steps for x in (s.get("suggestions") or [])]
-    if suggestions:
-        lines += ["", "## Suggestions made during updates", ""] + [f"- {x}" for x in suggestions]
     if result.notes:
         lines += ["", "## Notes", ""] + [f"- {x}" for x in result.notes]
     if result.diff is not None:
@@ -257,15 +291,17 @@ def bootstrap_taxonomy(cfg: ProjectConfig, *, update: bool = False, show_progres
         logger.info("summaries: %d LLM calls (%d reused)", calls, len(sample) - calls)
 
         steps, labels = [], current
+        named = labels is None and spec.group_summaries
+        if named:  # named clusters of the whole sample take the place of generate on the first minibatch
+            labels, steps, n, named_notes = name_groups(records, summaries, spec, lm, store, lm_key, seed, show_progress)
+            calls += n
+            notes += named_notes
         for i, batch in enumerate(minibatches(sample, spec.minibatch_size)):
+            if named and i == 0:
+                continue
             text = format_summaries([summaries[rid]["summary"] for rid in batch])
-            if labels is None:
-                if spec.group_summaries:  # every sampled summary, clustered: one group per intended label
-                    text = format_groups(group_summaries([summaries[rid]["summary"] for rid in sample], spec.max_labels))
-                step, inputs = "generate", {"use_case": spec.use_case, "summaries": text}
-            else:
-                step, inputs = "update", {"use_case": spec.use_case, "taxonomy": format_taxonomy(labels), "summaries": text}
-            res = taxonomy_step(step, inputs, spec, lm, store, lm_key)
+            step = "generate" if labels is None else "update"
+            res = taxonomy_step(step, {"use_case": spec.use_case, "summaries": text}, spec, lm, store, lm_key, current=labels)
             steps.append({**res, "step": f"{step} {i + 1}", "n_summaries": len(batch)})
             calls += res["calls"]
             if res["labels"] is None:
@@ -274,7 +310,7 @@ def bootstrap_taxonomy(cfg: ProjectConfig, *, update: bool = False, show_progres
                 notes.append(f"update {i + 1} kept the taxonomy unchanged: {res['error']}")
                 continue
             labels = res["labels"]
-        res = taxonomy_step("review", {"use_case": spec.use_case, "taxonomy": format_taxonomy(labels)}, spec, lm, store, lm_key)
+        res = taxonomy_step("review", {"use_case": spec.use_case}, spec, lm, store, lm_key, current=labels)
         steps.append({**res, "step": "review"})
         calls += res["calls"]
         if res["labels"] is None:

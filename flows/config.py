@@ -120,7 +120,8 @@ class BootstrapSpec(_Strict):
     use_case: str = "Find the main topics or intents of these texts, to label each text with exactly one of them."
     sample_size: int = Field(48, ge=2)
     minibatch_size: int = Field(16, ge=2)
-    group_summaries: bool = True  # cluster the sample's summaries (MiniLM) and let generate name the groups
+    group_summaries: bool = True  # first taxonomy: cluster the sample (MiniLM, k-means, max_labels groups), name each group
+    group_by: Literal["text", "summary"] = "text"  # what the clustering embeds; "summary" for texts longer than ~200 words
     summary_words: int = Field(25, ge=5, le=100)
     max_labels: int = Field(8, ge=2, le=100)
     max_name_words: int = Field(3, ge=1, le=10)

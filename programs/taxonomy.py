@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Annotated
 
 import dspy
@@ -29,11 +29,13 @@ MIN_DESCRIPTION_CHARS = 30  # a description says which texts belong; a small mod
 GENERIC_WORDS = frozenset({"other", "others", "misc", "general", "generic", "various", "customer", "customers", "support",
                            "service", "services", "inquiry", "inquiries", "enquiry", "enquiries", "question", "questions",
                            "issue", "issues", "request", "requests", "feedback", "info", "information", "help", "message",
-                           "messages", "text", "texts", "topic", "topics", "miscellaneous", "all", "everything", "else"})
+                           "messages", "text", "texts", "topic", "topics", "miscellaneous", "all", "everything", "else",
+                           "need", "needs", "management", "sorting", "routing", "category", "categories"})
 # Words a description may use besides the name's own without saying anything new.
 FILLER_WORDS = frozenset({"texts", "text", "that", "which", "are", "is", "about", "messages", "message", "related", "to",
                           "the", "a", "an", "of", "and", "or", "with", "for", "this", "these", "label", "category", "any",
                           "in", "on", "regarding", "concerning", "all", "customer", "customers"})
+JOINING_WORDS = frozenset({"and", "or", "of", "for", "the", "a", "an", "to", "with", "in", "on"})
 CATCH_ALL = frozenset({"other", "others", "misc", "miscellaneous", "general", "generic", "none", "unknown", "various",
                        "uncategorized", "uncategorised", "unclassified", "catch_all", "everything_else", "rest", "n_a",
                        "na", "not_applicable", NONE_OF_THESE})
@@ -49,24 +51,42 @@ class TaxonomyError(RuntimeError):
 
 
 class Label(pydantic.BaseModel):
-    name: str = pydantic.Field(description="a short lowercase name, words joined by underscores")
+    name: str = pydantic.Field(description="a few plain words")
     description: str = pydantic.Field(description="one sentence listing what the texts with this label ask or talk about")
 
 
+def label_fields(constraints: "Constraints", top_level: bool = False, strict: bool = False) -> dict:
+    """The name and description types, their JSON schema carrying the length limits.
+
+    Names are plain words ("Order Tracking"), slugged afterwards: a small model forced into
+    underscore names by a grammar tends to name labels after single texts. ``strict`` adds a
+    pattern of at most ``max_name_words`` words (joining words included), for a last attempt after
+    too-long names. ``top_level`` wraps each type in a root model, because DSPy keeps only the bare
+    annotation of a top-level output field.
+    """
+    words = max(1, constraints.max_name_words)
+    name_limits = {"minLength": 2, "maxLength": 16 * words}
+    if strict:
+        name_limits["pattern"] = f"^[A-Za-z][A-Za-z0-9-]*( [A-Za-z][A-Za-z0-9-]*){{0,{words - 1}}}$"
+    fields = {"name": (f"one to {words} plain words", name_limits),
+              # one character over the limit: a grammar-constrained answer cut off there fails validation, and is retried
+              "description": (Label.model_fields["description"].description,
+                              {"minLength": MIN_DESCRIPTION_CHARS, "maxLength": constraints.max_description_chars + 1})}
+    out = {}
+    for field, (desc, limits) in fields.items():
+        bounded = Annotated[str, pydantic.Field(description=desc, json_schema_extra=limits)]
+        out[field] = pydantic.create_model(field.title(), __base__=pydantic.RootModel[bounded]) if top_level else bounded
+    return out
+
+
 def labels_type(constraints: "Constraints"):
-    """A list of labels whose JSON schema carries the count and name-shape limits.
+    """A list of labels whose JSON schema carries the count and length limits.
 
     A grammar-constrained model (the embedded llama.cpp one) cannot break them; other models can,
     and ``validate_taxonomy`` catches that (the limits are schema hints only, never parse errors).
     A root model, because DSPy keeps only the bare annotation of a top-level field.
     """
-    words = max(1, constraints.max_name_words)
-    name = Annotated[str, pydantic.Field(description=Label.model_fields["name"].description,
-                                         json_schema_extra={"pattern": f"^[a-z]+(_[a-z0-9]+){{0,{words - 1}}}$"})]
-    description = Annotated[str, pydantic.Field(description=Label.model_fields["description"].description,
-                                                json_schema_extra={"minLength": MIN_DESCRIPTION_CHARS,
-                                                                   "maxLength": constraints.max_description_chars})]
-    item = pydantic.create_model("Label", name=(name, ...), description=(description, ...))
+    item = pydantic.create_model("Label", **{k: (v, ...) for k, v in label_fields(constraints).items()})
 
     class Labels(pydantic.RootModel[list[item]]):
         model_config = pydantic.ConfigDict(json_schema_extra={"minItems": constraints.min_labels,
@@ -75,10 +95,85 @@ def labels_type(constraints: "Constraints"):
     return Labels
 
 
-class Suggestions(pydantic.RootModel[list[Annotated[str, pydantic.Field(json_schema_extra={"maxLength": 120})]]]):
-    """At most 3 short edit suggestions: without a bound a small model can fill its whole answer budget with them."""
+EDIT_ACTIONS = {"add": 0, "change": 1, "merge": 2, "remove": 1}  # action -> how many current labels it acts on
+RETRY_TEMPERATURE = 0.7  # a retried step samples (seeded by the attempt number) instead of decoding greedily
+MAX_EDITS = 3  # per update or review answer: without a bound a small model fills its answer budget with edits
 
-    model_config = pydantic.ConfigDict(json_schema_extra={"maxItems": 3})
+
+def edits_type(names: list[str], constraints: "Constraints"):
+    """A list of at most MAX_EDITS edits whose ``labels`` can only name current labels (an enum in the schema)."""
+    from typing import Literal
+
+    text = lambda high: Annotated[str, pydantic.Field(json_schema_extra={"maxLength": high})]  # noqa: E731
+    item = pydantic.create_model(
+        "Edit",
+        action=(Literal[tuple(EDIT_ACTIONS)], ...),
+        labels=(Annotated[list[Literal[tuple(names)]], pydantic.Field(json_schema_extra={"maxItems": 2})], ...),
+        name=(text(16 * max(1, constraints.max_name_words)), ...),
+        description=(text(constraints.max_description_chars + 1), ...))
+
+    class Edits(pydantic.RootModel[list[item]]):
+        model_config = pydantic.ConfigDict(json_schema_extra={"maxItems": MAX_EDITS})
+
+    return Edits
+
+
+def apply_edits(labels: list[dict], edits: list[dict]) -> tuple[list[dict], list[str], list[str]]:
+    """The taxonomy after ``edits``, each problem with them, and each applied edit in words.
+
+    ``add`` needs a name and description; ``change`` one label and a new name, description or both
+    (empty keeps the old); ``merge`` two labels and the merged label's name and description, which
+    takes the first one's place; ``remove`` one label. Labels no edit names stay as they are.
+
+    >>> tax = [{"name": "refunds", "description": "Money back."}, {"name": "returns", "description": "Sending back."}]
+    >>> new, problems, done = apply_edits(tax, [
+    ...     {"action": "merge", "labels": ["refunds", "returns"], "name": "Refunds and Returns", "description": "Both."},
+    ...     {"action": "add", "labels": [], "name": "Late Parcels", "description": "Parcels not there yet."},
+    ...     {"action": "remove", "labels": ["refunds"], "name": "", "description": ""}])
+    >>> [x["name"] for x in new], problems, done  # doctest: +NORMALIZE_WHITESPACE
+    (['refunds_and_returns', 'late_parcels'],
+     ['edit 3 (remove) names "refunds", which is not a label at that point'],
+     ['merge refunds + returns -> refunds_and_returns', 'add late_parcels'])
+    """
+    out, problems, done = [dict(x) for x in labels], [], []
+    for i, edit in enumerate(edits, 1):
+        action = str(edit.get("action") or "")
+        refs = [slug(str(r)) for r in edit.get("labels") or []]
+        name, description = slug(str(edit.get("name") or "")), " ".join(str(edit.get("description") or "").split())
+        where = {x["name"]: j for j, x in enumerate(out)}
+        if action not in EDIT_ACTIONS:
+            problems.append(f'edit {i} has action "{action}"; use one of {", ".join(EDIT_ACTIONS)}')
+            continue
+        if len(refs) != EDIT_ACTIONS[action] or len(set(refs)) != len(refs):
+            problems.append(f"edit {i} ({action}) must list {EDIT_ACTIONS[action]} distinct current label(s) in `labels`, "
+                            f"not {len(refs)}")
+            continue
+        missing = [r for r in refs if r not in where]
+        if missing:
+            problems.append(f'edit {i} ({action}) names "{missing[0]}", which is not a label at that point')
+            continue
+        if action in ("add", "merge") and not (name and description):
+            problems.append(f"edit {i} ({action}) needs the new label's name and description")
+            continue
+        if action == "add":
+            out.append({"name": name, "description": description})
+            done.append(f"add {name}")
+        elif action == "change":
+            if not (name or description):
+                problems.append(f'edit {i} (change) gives neither a new name nor a new description for "{refs[0]}"')
+                continue
+            old = out[where[refs[0]]]
+            out[where[refs[0]]] = {"name": name or old["name"], "description": description or old["description"]}
+            done.append(f"change {refs[0]}" + (f" -> {name}" if name and name != refs[0] else "")
+                        + (" (description)" if description else ""))
+        elif action == "merge":
+            out[where[refs[0]]] = {"name": name, "description": description}
+            del out[where[refs[1]]]
+            done.append(f"merge {refs[0]} + {refs[1]} -> {name}")
+        else:
+            del out[where[refs[0]]]
+            done.append(f"remove {refs[0]}")
+    return normalise(out), problems, done
 
 
 @dataclass(frozen=True)
@@ -92,12 +187,14 @@ class Constraints:
     exclusive: bool = True
     allow_catch_all: bool = False
 
-    def text(self) -> str:
-        rules = [f"Between {self.min_labels} and {self.max_labels} labels.",
-                 f"Each name: at most {self.max_name_words} words, lowercase, words joined by underscores.",
-                 f"Each description: one sentence of at most {self.max_description_chars} characters saying which texts belong.",
-                 "Label names must be distinct."]
-        if self.exclusive:
+    def text(self, single: bool = False) -> str:
+        """The rules as a prompt states them; ``single`` for one label at a time (no count, no overlap rules)."""
+        rules = [f"Each name: one to {self.max_name_words} plain words saying what the texts are about.",
+                 f"Each description: one sentence of at most {self.max_description_chars} characters listing the kinds "
+                 f"of texts that belong."]
+        if not single:
+            rules = [f"Between {self.min_labels} and {self.max_labels} labels."] + rules + ["Label names must be distinct."]
+        if self.exclusive and not single:
             rules.append("Labels must be mutually exclusive: every text fits exactly one label.")
         if not self.allow_catch_all:
             rules.append('No catch-all label such as "other", "misc" or "general".')
@@ -113,12 +210,32 @@ def slug(name: str) -> str:
     return "_".join(re.findall(r"[a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()))
 
 
+def name_words(name: str) -> int:
+    """Words in a slugged name, not counting joining words.
+
+    >>> name_words("refunds_and_returns"), name_words("late_lost_or_damaged_parcels")
+    (2, 4)
+    """
+    return sum(1 for w in name.split("_") if w not in JOINING_WORDS)
+
+
 def normalise(labels) -> list[dict]:
-    """Plain ``{name, description}`` dicts with slugged names and trimmed descriptions."""
+    """Plain ``{name, description}`` dicts with slugged names and trimmed descriptions.
+
+    A description that starts with a label name ("late_parcels: ...", as a small model copies it from
+    the taxonomy it was shown) loses that prefix.
+
+    >>> normalise([{"name": "Late Parcels", "description": " late_parcels:  Parcels that have not arrived."}])
+    [{'name': 'late_parcels', 'description': 'Parcels that have not arrived.'}]
+    """
     out = []
     for label in labels:
         item = label.model_dump() if isinstance(label, pydantic.BaseModel) else dict(label)
-        out.append({"name": slug(str(item.get("name") or "")), "description": " ".join(str(item.get("description") or "").split())})
+        name, description = slug(str(item.get("name") or "")), " ".join(str(item.get("description") or "").split())
+        head, sep, rest = description.partition(":")
+        if sep and rest.strip() and (slug(head) == name or re.fullmatch(r"[a-z0-9]+(_[a-z0-9]+)+", head)):
+            description = rest.strip()
+        out.append({"name": name, "description": description})
     return out
 
 
@@ -147,8 +264,8 @@ def validate_taxonomy(labels: list[dict], constraints: Constraints) -> list[str]
             problems.append(f'duplicate label name "{name}" (labels {seen[name]} and {i})')
             continue
         seen[name] = i
-        if len(name.split("_")) > constraints.max_name_words:
-            problems.append(f'name "{name}" has {len(name.split("_"))} words; at most {constraints.max_name_words}')
+        if name_words(name) > constraints.max_name_words:
+            problems.append(f'name "{name}" has {name_words(name)} words; at most {constraints.max_name_words}')
         if not desc:
             problems.append(f'label "{name}" has an empty description')
         elif len(desc) < MIN_DESCRIPTION_CHARS:
@@ -157,55 +274,92 @@ def validate_taxonomy(labels: list[dict], constraints: Constraints) -> list[str]
             problems.append(f'description of "{name}" only repeats the name; list what these texts ask or talk about')
         elif len(desc) > constraints.max_description_chars:
             problems.append(f'description of "{name}" has {len(desc)} characters; at most {constraints.max_description_chars}')
-        if not constraints.allow_catch_all and (name in CATCH_ALL or set(name.split("_")) <= GENERIC_WORDS):
+        if not constraints.allow_catch_all and (name in CATCH_ALL or set(name.split("_")) - JOINING_WORDS <= GENERIC_WORDS):
             problems.append(f'label "{name}" is a catch-all; name what its texts have in common or drop it')
     return problems
 
 
 def format_taxonomy(labels: list[dict]) -> str:
-    return "\n".join(f"- {x['name']}: {x['description']}" for x in labels)
+    """The labels as the update and review steps see them: one JSON object per line, names in plain words.
+
+    Shown as "name: description" lines, a small model copies the name into its new description; shown
+    as slugs, it shortens them against the plain-words rule.
+
+    >>> print(format_taxonomy([{"name": "late_parcels", "description": "Parcels that have not arrived."}]))
+    {"name": "late parcels", "description": "Parcels that have not arrived."}
+    """
+    return "\n".join(json.dumps({"name": x["name"].replace("_", " "), "description": x["description"]}, ensure_ascii=False)
+                     for x in labels)
 
 
 def format_summaries(summaries: list[str]) -> str:
     return "\n".join(f"{i}. {s}" for i, s in enumerate(summaries, 1))
 
 
-def group_summaries(summaries: list[str], n_groups: int, per_group: int = 4) -> list[list[str]]:
-    """Cluster summaries by sentence-embedding similarity (average-linkage, cosine), largest group first.
+@dataclass
+class Group:
+    """Sampled records that embed close together: what the name step sees of one would-be label."""
 
-    A small LM names groups far better than it invents them: shown one group per intended label,
-    it describes what each group shares instead of naming labels after single texts. Each group
-    keeps at most ``per_group`` summaries, those closest to its centre.
+    size: int
+    keywords: list[str]  # words typical of these records against the other groups, most typical first
+    summaries: list[str]  # the summaries closest to the group's centre
+
+    def inputs(self) -> dict:
+        return {"keywords": ", ".join(self.keywords), "summaries": "\n".join(f"- {s}" for s in self.summaries)}
+
+
+def distinctive_words(docs: list[str], n: int) -> list[list[str]]:
+    """The ``n`` words most typical of each document against the others (class-based TF-IDF, as in BERTopic).
+
+    Words every document uses are left out (with three documents or more).
+
+    >>> distinctive_words(["refund my card refund", "parcel late parcel my", "password reset my login"], 2)
+    [['refund', 'card'], ['parcel', 'late'], ['login', 'password']]
     """
     import numpy as np
-    from sklearn.cluster import AgglomerativeClustering
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    counts = CountVectorizer(stop_words="english", token_pattern=r"(?u)\b[^\W\d_]{2,}\b")
+    try:
+        tf = counts.fit_transform(docs).toarray().astype(float)
+    except ValueError:  # only stop words
+        return [[] for _ in docs]
+    vocab = counts.get_feature_names_out()
+    weight = tf / np.maximum(tf.sum(axis=1, keepdims=True), 1) * np.log(1 + tf.sum() / len(docs) / np.maximum(tf.sum(axis=0), 1))
+    if len(docs) > 2:
+        weight[:, (tf > 0).all(axis=0)] = 0  # a word every group uses ("customer") is typical of none
+    return [[str(vocab[j]) for j in np.argsort(-row, kind="stable")[:n] if row[j] > 0] for row in weight]
+
+
+def group_records(summaries: list[str], texts: list[str], n_groups: int, per_group: int = 5, n_keywords: int = 8,
+                  seed: int = 0, by: str = "text") -> list[Group]:
+    """Cluster the sampled records by sentence embeddings (k-means), largest group first.
+
+    A small LM names a group far better than it invents a label set: shown one group's typical
+    words and summaries at a time, it says what they share instead of naming labels after single
+    texts. ``by`` says what is embedded: the ``text`` (default; on the example project's short
+    messages these clusters match the gold classes better than those of the summaries) or the
+    ``summary`` (for long texts, which the embedder truncates). The keywords come from the
+    summaries and the texts together.
+    """
+    import numpy as np
+    from sklearn.cluster import KMeans
 
     from programs.embeddings import embed
 
-    if len(summaries) <= n_groups:
-        return [[s] for s in summaries]
-    vectors = embed(summaries)
-    ids = AgglomerativeClustering(n_clusters=n_groups, metric="cosine", linkage="average").fit_predict(vectors)
+    if by not in ("text", "summary"):
+        raise ValueError(f"group records by 'text' or 'summary', not {by!r}")
+    k = max(1, min(n_groups, len(summaries)))
+    vectors = embed(texts if by == "text" else summaries)
+    ids = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(vectors) if k > 1 else np.zeros(len(summaries), int)
+    order = sorted(set(ids.tolist()), key=lambda g: (-(ids == g).sum(), g))
+    members = [np.flatnonzero(ids == g) for g in order]
+    keywords = distinctive_words([" ".join(f"{summaries[i]} {texts[i]}" for i in m) for m in members], n_keywords)
     groups = []
-    for g in sorted(set(ids.tolist()), key=lambda g: -(ids == g).sum()):
-        members = np.flatnonzero(ids == g)
-        centre = vectors[members].mean(axis=0)
-        closest = members[np.argsort(-(vectors[members] @ centre))][:per_group]
-        groups.append([summaries[i] for i in closest])
+    for m, words in zip(members, keywords):
+        closest = m[np.argsort(-(vectors[m] @ vectors[m].mean(axis=0)), kind="stable")][:per_group]
+        groups.append(Group(len(m), words, [summaries[i] for i in closest]))
     return groups
-
-
-def format_groups(groups: list[list[str]]) -> str:
-    """Grouped summaries for the generate step, with the instruction to name what each group shares.
-
-    >>> print(format_groups([["a refund", "money back"], ["late parcel"]]))
-    The summaries are grouped by similarity. Propose one label per group, named after what its summaries share (merge groups with the same meaning; skip a group of one odd text).
-    Group 1 (2 summaries): a refund | money back
-    Group 2 (1 summaries): late parcel
-    """
-    head = ("The summaries are grouped by similarity. Propose one label per group, named after what its summaries share "
-            "(merge groups with the same meaning; skip a group of one odd text).")
-    return "\n".join([head] + [f"Group {i} ({len(g)} summaries): " + " | ".join(g) for i, g in enumerate(groups, 1)])
 
 
 class SummariseText(dspy.Signature):
@@ -214,6 +368,19 @@ class SummariseText(dspy.Signature):
 
     text: str = dspy.InputField()
     summary: str = dspy.OutputField(desc="one sentence")
+
+
+class NameGroup(dspy.Signature):
+    """Name one category of a taxonomy. The texts of this category share the keywords given, and the summaries show some
+    of them. The name is a few plain words for what these texts are about in general (use the keywords; not a product,
+    brand or single detail). The description is one sentence listing the kinds of texts it covers. Follow every rule."""
+
+    rules: str = dspy.InputField()
+    keywords: str = dspy.InputField(desc="words typical of this category's texts, most typical first")
+    summaries: str = dspy.InputField(desc="summaries of some of its texts")
+    problems: str = dspy.InputField(desc="problems with your previous answer, to fix now; 'none' on the first try")
+    name: str = dspy.OutputField()
+    description: str = dspy.OutputField()
 
 
 class GenerateTaxonomy(dspy.Signature):
@@ -228,33 +395,39 @@ class GenerateTaxonomy(dspy.Signature):
     labels: list[Label] = dspy.OutputField()
 
 
+EDITS_DESC = ("at most 3 edits, possibly none; each: action (add | change | merge | remove), labels (the current label "
+              "names it acts on: none to add, one to change or remove, two to merge), name and description (of the new, "
+              "changed or merged label; empty when kept or not needed)")
+
+
 class UpdateTaxonomy(dspy.Signature):
-    """Check the current taxonomy against new summaries: rate how well it fits them (1 = poorly, 5 = very well), suggest
-    edits (add a missing label, merge overlapping ones, split a broad one, sharpen a description), then give the revised
-    taxonomy. Keep labels that still fit unchanged. Follow every rule."""
+    """Check the current taxonomy against new summaries: rate how well it fits them (1 = poorly, 5 = very well), then list
+    the edits it needs, if any: add a label for texts no label fits, merge two labels that overlap, change a label's name
+    or description to fit its texts better, remove a label that fits nothing. Labels no edit names stay as they are.
+    Follow every rule."""
 
     use_case: str = dspy.InputField()
     rules: str = dspy.InputField()
-    taxonomy: str = dspy.InputField(desc="the current labels, one per line: name: description")
+    taxonomy: str = dspy.InputField(desc="the current labels, one JSON object per line")
     summaries: str = dspy.InputField(desc="numbered summaries of new sampled texts")
     problems: str = dspy.InputField(desc="problems with your previous answer, to fix now; 'none' on the first try")
     rating: int = dspy.OutputField(desc="1 to 5")
-    suggestions: Suggestions = dspy.OutputField(desc="up to 3 short edit suggestions, possibly none")
-    labels: list[Label] = dspy.OutputField(desc="the revised taxonomy")
+    edits: list = dspy.OutputField(desc=EDITS_DESC)
 
 
 class ReviewTaxonomy(dspy.Signature):
-    """Review the taxonomy a last time for the use case: make names clear, descriptions precise, and labels mutually
-    exclusive (merge any two that overlap). Change nothing that is already good. Follow every rule."""
+    """Review the taxonomy a last time for the use case and list the edits it needs, if any: change a name to be clear or a
+    description to be precise, merge two labels that overlap so that labels are mutually exclusive. Labels no edit names
+    stay as they are. Follow every rule."""
 
     use_case: str = dspy.InputField()
     rules: str = dspy.InputField()
-    taxonomy: str = dspy.InputField(desc="the labels, one per line: name: description")
+    taxonomy: str = dspy.InputField(desc="the labels, one JSON object per line")
     problems: str = dspy.InputField(desc="problems with your previous answer, to fix now; 'none' on the first try")
-    labels: list[Label] = dspy.OutputField(desc="the reviewed taxonomy")
+    edits: list = dspy.OutputField(desc=EDITS_DESC)
 
 
-STEPS = {"generate": GenerateTaxonomy, "update": UpdateTaxonomy, "review": ReviewTaxonomy}
+STEPS = {"name": NameGroup, "generate": GenerateTaxonomy, "update": UpdateTaxonomy, "review": ReviewTaxonomy}
 
 
 def prompt_version(step: str, constraints: Constraints | None = None) -> str:
@@ -264,18 +437,20 @@ def prompt_version(step: str, constraints: Constraints | None = None) -> str:
     if sig is not None:
         blob += [sig.instructions, {k: str(v.json_schema_extra) for k, v in sig.fields.items()}]
     if constraints is not None:
-        blob += [constraints.text(), labels_type(constraints).model_json_schema(), MIN_DESCRIPTION_CHARS]
+        blob += [constraints.text(single=step == "name"), labels_type(constraints).model_json_schema(),
+                 MIN_DESCRIPTION_CHARS, sorted(GENERIC_WORDS), sorted(JOINING_WORDS), MAX_EDITS, list(EDIT_ACTIONS),
+                 RETRY_TEMPERATURE]
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
 class StepResult:
-    """A validated answer: the labels (and the update step's rating and suggestions), and what it cost."""
+    """A validated answer: the labels (and for update and review the edits made, for update its rating), and its cost."""
 
     labels: list[dict]
     calls: int
     rating: int | None = None
-    suggestions: list[str] | None = None
+    edits: list[str] | None = None
     retried_for: list[str] | None = None  # problems of earlier attempts
 
     def to_dict(self) -> dict:
@@ -283,48 +458,89 @@ class StepResult:
 
 
 class TaxonomyStep(dspy.Module):
-    """One of generate / update / review, with validation and bounded retries.
+    """One of name / generate / update / review, with validation and bounded retries.
+
+    ``name`` answers one label for one group of records, ``generate`` a whole taxonomy, ``update``
+    (with a rating) and ``review`` a few edits to ``current``, applied by ``apply_edits``: a label
+    no edit names cannot be garbled on the way, and the answer is short.
 
     Args:
-        step: ``generate``, ``update`` or ``review``.
+        step: ``name``, ``generate``, ``update`` or ``review``.
         constraints: what every answer must satisfy.
         max_attempts: LM calls at most, the first included.
-        max_tokens: the answer budget per call (the labels are the long part).
+        max_tokens: the answer budget per call.
+        current: the taxonomy an update or review edits.
     """
 
-    def __init__(self, step: str, constraints: Constraints, max_attempts: int = 3, max_tokens: int | None = None):
+    def __init__(self, step: str, constraints: Constraints, max_attempts: int = 3, max_tokens: int | None = None,
+                 current: list[dict] | None = None):
         super().__init__()
         self.step = step
-        self.constraints = constraints
+        self.single = step == "name"
+        self.current = current
+        if step in ("update", "review") and not current:
+            raise ValueError(f"the {step} step needs the current taxonomy")
+        self.constraints = replace(constraints, min_labels=1, max_labels=1) if self.single else constraints
         self.max_attempts = max(1, max_attempts)
-        self.max_tokens = max_tokens or 120 + 80 * constraints.max_labels
-        self.predict = dspy.Predict(STEPS[step].with_updated_fields("labels", type_=labels_type(constraints)))
+        signature = STEPS[step]
+        self.strict = None  # the name step's last attempt after too-long names: a word-count pattern in the schema
+        if self.single:
+            strict = signature
+            for field, type_ in label_fields(constraints, top_level=True).items():
+                signature = signature.with_updated_fields(field, type_=type_)
+            for field, type_ in label_fields(constraints, top_level=True, strict=True).items():
+                strict = strict.with_updated_fields(field, type_=type_)
+            self.strict = dspy.Predict(strict)
+            budget = 200
+        elif current is not None:
+            signature = signature.with_updated_fields("edits", type_=edits_type([x["name"] for x in current], constraints))
+            budget = 120 + 90 * MAX_EDITS
+        else:
+            signature = signature.with_updated_fields("labels", type_=labels_type(constraints))
+            budget = 120 + 80 * constraints.max_labels
+        self.max_tokens = max_tokens or budget
+        self.predict = dspy.Predict(signature)
 
     def forward(self, **inputs) -> StepResult:
+        if self.current is not None:
+            inputs["taxonomy"] = format_taxonomy(self.current)
         problems, history, labels = ["none"], [], []
         for attempt in range(1, self.max_attempts + 1):
+            config = {"max_tokens": self.max_tokens}
+            if attempt > 1:  # at temperature 0 a small model tends to repeat its rejected answer word for word
+                config |= {"temperature": RETRY_TEMPERATURE, "seed": attempt}
+            last = attempt == self.max_attempts > 1
+            predict = self.strict if self.strict and last and any(" words; at most " in p for p in history) else self.predict
             try:
                 with dspy.context(adapter=CompactJSONAdapter()):
-                    pred = self.predict(**inputs, rules=self.constraints.text(), problems=_problem_text(problems),
-                                        config={"max_tokens": self.max_tokens})
+                    pred = predict(**inputs, rules=self.constraints.text(single=self.single),
+                                        problems=_problem_text(problems), config=config)
             except AdapterParseError as exc:
                 problems = [f"the answer was not the requested JSON ({_short(exc.lm_response)}); "
                             f"answer with a JSON object with the field(s) {list(STEPS[self.step].output_fields)}"]
                 history += problems
                 continue
-            labels = pred["labels"]  # not pred.labels: that is a Prediction method
-            labels = normalise(getattr(labels, "root", labels) or [])
-            problems = validate_taxonomy(labels, self.constraints)
+            done = None
+            if self.single:
+                labels = normalise([{k: getattr(pred[k], "root", pred[k]) for k in ("name", "description")}])
+                problems = validate_taxonomy(labels, self.constraints)
+            elif self.current is not None:
+                edits = [e.model_dump() if isinstance(e, pydantic.BaseModel) else dict(e)
+                         for e in getattr(pred["edits"], "root", pred["edits"]) or []]
+                labels, problems, done = apply_edits(self.current, edits)
+                problems += validate_taxonomy(labels, self.constraints) if not problems else []
+            else:
+                labels = pred["labels"]  # not pred.labels: that is a Prediction method
+                labels = normalise(getattr(labels, "root", labels) or [])
+                problems = validate_taxonomy(labels, self.constraints)
             if not problems:
-                result = StepResult(labels, attempt, retried_for=history or None)
+                result = StepResult(labels, attempt, edits=done, retried_for=history or None)
                 if self.step == "update":
                     result.rating = min(5, max(1, int(pred["rating"] or 1)))
-                    suggestions = getattr(pred["suggestions"], "root", pred["suggestions"]) or []
-                    result.suggestions = [" ".join(str(s).split()) for s in suggestions if str(s).strip()][:3]
                 return result
             history += problems
         repaired = _drop_repeats(labels) if problems and all(p.startswith("duplicate label name") for p in problems) else None
-        if repaired is not None and not validate_taxonomy(repaired, self.constraints):
+        if repaired is not None and self.current is None and not validate_taxonomy(repaired, self.constraints):
             # a small model that loops repeats whole labels; after the last attempt keep each first one
             return StepResult(repaired, self.max_attempts, retried_for=history + ["repeated labels dropped"])
         raise TaxonomyError(self.step, problems, self.max_attempts)

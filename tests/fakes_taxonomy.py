@@ -15,7 +15,7 @@ GOLD = [{"name": "billing", "description": "Charges, refunds, invoices and payme
         {"name": "account_access", "description": "Login, passwords and account settings."},
         {"name": "product_question", "description": "Questions about specs, stock or compatibility before buying."}]
 
-STEP_MARKERS = {"Propose a label set": "generate", "Check the current taxonomy": "update",
+STEP_MARKERS = {"Name one category": "name", "Propose a label set": "generate", "Check the current taxonomy": "update",
                 "Review the taxonomy": "review", "say what the writer wants or reports": "summarise"}
 
 
@@ -25,11 +25,13 @@ def _step(request) -> str:
 
 
 class TaxonomyEngine(RuleEngine):
-    """Summaries are the text's first words; generate / update / review answers come from ``script``.
+    """Summaries are the text's first words; name / generate / update / review answers come from ``script``.
 
-    ``script`` maps a step name to a list of answers given in turn (a list of labels, a dict of
-    output fields, or a raw string for a malformed answer); when a list runs out, or a step has
-    none, the step answers with ``labels`` (default: the example project's five labels).
+    ``script`` maps a step name to a list of answers given in turn (a list of labels for generate,
+    of edits for update and review, a dict of output fields, or a raw string for a malformed
+    answer); when a list runs out, or a step has none, generate answers with ``labels`` (default:
+    the example project's five labels), name with the next one of them in turn, update and review
+    with no edits.
     Assignment questions go to RuleEngine's keyword rules. ``steps`` records each call's step.
     """
 
@@ -52,13 +54,19 @@ class TaxonomyEngine(RuleEngine):
             content = json.dumps({"summary": text})
         else:
             queue = self.script.get(step) or []
-            answer = queue.pop(0) if queue else self.labels
+            edit_step = step in ("update", "review")
+            if queue:
+                answer = queue.pop(0)
+            elif step == "name":
+                answer = self.labels[(self.steps.count("name") - 1) % len(self.labels)]
+            else:
+                answer = [] if edit_step else self.labels
             if isinstance(answer, str):
                 content = answer
             else:
-                fields = answer if isinstance(answer, dict) else {"labels": answer}
+                fields = answer if isinstance(answer, dict) else {"edits" if edit_step else "labels": answer}
                 if step == "update":
-                    fields = {"rating": 4, "suggestions": ["none"], **fields}
+                    fields = {"rating": 4, **fields}
                 content = json.dumps(fields)
         return Response(id=None, model="taxonomy", message=Message.assistant([TextPart(content)]), finish_reason="stop",
                         usage=Usage(input_tokens=10, output_tokens=5))

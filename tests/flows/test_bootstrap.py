@@ -10,11 +10,12 @@ from flows.bootstrap import bootstrap_taxonomy
 from flows.cli import app
 from flows.config import ConfigError, load_config
 from flows.io import read_taxonomy
+from programs.taxonomy import TaxonomyError
 from tests.fakes_taxonomy import GOLD, taxonomy_lm
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
-SAMPLE, BATCH = 20, 8  # minibatches of 8, 8, 4: generate, update, update, then review
+SAMPLE, BATCH, GROUPS = 20, 8, 6  # 6 named groups instead of generate, minibatches 8, 8, 4: update, update, then review
 
 
 @pytest.fixture
@@ -23,7 +24,7 @@ def project(example_project):
     cfg = {"name": "boot", "data": "records.jsonl", "taxonomy": "proposed.yaml",
            "labelers": [{"type": "zero_shot"}], "label_model": "majority",
            "bootstrap": {"use_case": "Route support messages by intent.", "sample_size": SAMPLE,
-                         "minibatch_size": BATCH, "max_labels": 6}}
+                         "minibatch_size": BATCH, "max_labels": GROUPS}}
     path = example_project.parent / "boot.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -37,16 +38,18 @@ def lm(monkeypatch):
 
 
 def _full_run_calls() -> int:
-    return SAMPLE + 3 + 1 + SAMPLE  # summaries, generate + 2 updates, review, coverage check
+    return SAMPLE + GROUPS + 2 + 1 + SAMPLE  # summaries, one name per group, 2 updates, review, coverage check
 
 
 def test_bootstrap_writes_a_taxonomy_the_labeling_config_accepts(project, lm):
     result = bootstrap_taxonomy(load_config(project), show_progress=False)
     engine = lm["lm"].engine
     assert result.llm_calls == engine.calls == _full_run_calls()
-    assert [s for s in engine.steps if s not in ("summarise", "assign")] == ["generate", "update", "update", "review"]
+    assert [s for s in engine.steps if s not in ("summarise", "assign")] == ["name"] * GROUPS + ["update", "update", "review"]
     taxonomy = read_taxonomy(result.output)
     assert list(taxonomy.names) == [x["name"] for x in GOLD]
+    # the fake names the 6th group like the 1st: one label, and a note that says so
+    assert any('group 6 (' in n and 'was named "billing" like a larger group' in n for n in result.notes)
     raw = yaml.safe_load(result.output.read_text())
     examples = {x["name"]: x["examples"] for x in raw["labels"]}
     assert examples["billing"] and len(examples["billing"]) <= 3
@@ -56,7 +59,7 @@ def test_bootstrap_writes_a_taxonomy_the_labeling_config_accepts(project, lm):
     assert result.coverage == pytest.approx(1 - result.counts["none_of_these"] / SAMPLE)
     report = result.report.read_text()
     assert result.report.name == "proposed_report.md"
-    assert f"coverage: {result.coverage:.1%}" in report and "| generate 1 | 8 | 1 | no |" in report
+    assert f"coverage: {result.coverage:.1%}" in report and "| name group 1 |" in report and "(keywords: " in report
     assert "| billing |" in report
 
 
@@ -73,7 +76,7 @@ class Interrupted(BaseException):
     pass
 
 
-@pytest.mark.parametrize("crash_at", [7, SAMPLE + 2, SAMPLE + 5])  # during summaries, an update, the coverage check
+@pytest.mark.parametrize("crash_at", [7, SAMPLE + 2, SAMPLE + GROUPS + 1, SAMPLE + GROUPS + 5])  # summaries, naming, update, coverage
 def test_rerun_after_a_crash_pays_only_for_missing_calls(project, lm, crash_at):
     engine = lm["lm"].engine
     original = engine.complete
@@ -92,13 +95,27 @@ def test_rerun_after_a_crash_pays_only_for_missing_calls(project, lm, crash_at):
     assert result.llm_calls == lm["lm"].engine.calls == _full_run_calls() - crash_at
 
 
-def test_generate_that_stays_invalid_is_a_clean_error_and_writes_nothing(project, lm):
-    lm["lm"] = taxonomy_lm(script={"generate": [[GOLD[0]] * 3] * 3})  # duplicates every time
+def test_groups_that_get_no_valid_name_are_a_clean_error_and_write_nothing(project, lm):
+    lm["lm"] = taxonomy_lm(script={"name": [{"name": "Customer Support", "description": "Customers who need support."}] * 18})
     result = CliRunner().invoke(app, ["bootstrap", str(project), "--no-progress"])
     assert result.exit_code == 2, result.output
-    assert "'generate' gave no valid answer in 3 attempt(s)" in result.output and "duplicate label name" in result.output
+    assert "'name' gave no valid answer" in result.output and "catch-all" in result.output
     assert "Traceback" not in result.output
     assert not load_config(project).taxonomy.exists()
+
+
+def test_without_grouping_generate_runs_on_the_first_minibatch_and_a_bad_one_writes_nothing(project, lm):
+    cfg = load_config(project)
+    cfg.bootstrap.group_summaries = False
+    lm["lm"] = taxonomy_lm(script={"generate": [[GOLD[0]] * 3] * 3})  # duplicates every time
+    with pytest.raises(TaxonomyError, match="'generate' gave no valid answer in 3 attempt.*duplicate label name"):
+        bootstrap_taxonomy(cfg, show_progress=False)
+    assert not cfg.taxonomy.exists()
+
+    lm["lm"] = taxonomy_lm()
+    result = bootstrap_taxonomy(cfg, show_progress=False)
+    assert [s for s in lm["lm"].engine.steps if s not in ("summarise", "assign")] == ["generate", "update", "update", "review"]
+    assert [x["name"] for x in result.labels] == [x["name"] for x in GOLD]
 
 
 def test_an_update_that_stays_invalid_keeps_the_taxonomy_and_says_so(project, lm):
@@ -120,10 +137,13 @@ def test_update_keeps_a_persons_edits_and_shows_the_diff(project, lm):
     raw["labels"].append({"name": "returns", "description": "Sending a product back for money."})  # added by hand
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
 
-    # the model puts product_question back, rewrites billing, drops returns and adds warranty_claims
-    revised = [{"name": "billing", "description": "Payments, refunds and invoices."}] + GOLD[1:] + [
-        {"name": "warranty_claims", "description": "Repairs or replacements under warranty."}]
-    lm["lm"] = taxonomy_lm(script={"update": [revised] * 3, "review": [revised]})
+    # the model rewrites billing and adds warranty_claims, then drops returns and puts product_question back
+    edit = lambda action, labels=(), name="", description="": {  # noqa: E731
+        "action": action, "labels": list(labels), "name": name, "description": description}
+    edits_1 = [edit("change", ["billing"], description="Payments, refunds and invoices of orders."),
+             edit("add", name="Warranty Claims", description="Repairs or replacements under warranty.")]
+    edits_2 = [edit("remove", ["returns"]), edit("add", name="Product Question", description=GOLD[4]["description"])]
+    lm["lm"] = taxonomy_lm(script={"update": [edits_1, edits_2]})
     result = runner.invoke(app, ["bootstrap", str(project), "--update", "--no-progress"])
     assert result.exit_code == 0, result.output
     labels = {x["name"]: x["description"] for x in yaml.safe_load(path.read_text())["labels"]}
