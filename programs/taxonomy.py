@@ -439,7 +439,7 @@ def prompt_version(step: str, constraints: Constraints | None = None) -> str:
     if constraints is not None:
         blob += [constraints.text(single=step == "name"), labels_type(constraints).model_json_schema(),
                  MIN_DESCRIPTION_CHARS, sorted(GENERIC_WORDS), sorted(JOINING_WORDS), MAX_EDITS, list(EDIT_ACTIONS),
-                 RETRY_TEMPERATURE]
+                 RETRY_TEMPERATURE, "copied-summary check" if step == "name" else None]
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -504,7 +504,7 @@ class TaxonomyStep(dspy.Module):
     def forward(self, **inputs) -> StepResult:
         if self.current is not None:
             inputs["taxonomy"] = format_taxonomy(self.current)
-        problems, history, labels = ["none"], [], []
+        problems, history, labels, fallback = ["none"], [], [], None
         for attempt in range(1, self.max_attempts + 1):
             config = {"max_tokens": self.max_tokens}
             if attempt > 1:  # at temperature 0 a small model tends to repeat its rejected answer word for word
@@ -514,15 +514,16 @@ class TaxonomyStep(dspy.Module):
             try:
                 with dspy.context(adapter=CompactJSONAdapter()):
                     pred = predict(**inputs, rules=self.constraints.text(single=self.single),
-                                        problems=_problem_text(problems), config=config)
+                                   problems=_problem_text(problems), config=config)
             except AdapterParseError as exc:
                 problems = [f"the answer was not the requested JSON ({_short(exc.lm_response)}); "
                             f"answer with a JSON object with the field(s) {list(STEPS[self.step].output_fields)}"]
                 history += problems
                 continue
-            done = None
+            done, soft = None, []  # soft problems are sent back, but an answer with only those is kept as a fallback
             if self.single:
                 labels = normalise([{k: getattr(pred[k], "root", pred[k]) for k in ("name", "description")}])
+                soft = copied_summary(labels[0], inputs.get("summaries", ""))
                 problems = validate_taxonomy(labels, self.constraints)
             elif self.current is not None:
                 edits = [e.model_dump() if isinstance(e, pydantic.BaseModel) else dict(e)
@@ -533,12 +534,17 @@ class TaxonomyStep(dspy.Module):
                 labels = pred["labels"]  # not pred.labels: that is a Prediction method
                 labels = normalise(getattr(labels, "root", labels) or [])
                 problems = validate_taxonomy(labels, self.constraints)
-            if not problems:
+            if not problems and not soft:
                 result = StepResult(labels, attempt, edits=done, retried_for=history or None)
                 if self.step == "update":
                     result.rating = min(5, max(1, int(pred["rating"] or 1)))
                 return result
+            if not problems:
+                fallback = labels
+            problems = problems + soft
             history += problems
+        if fallback is not None:
+            return StepResult(fallback, self.max_attempts, retried_for=history)
         repaired = _drop_repeats(labels) if problems and all(p.startswith("duplicate label name") for p in problems) else None
         if repaired is not None and self.current is None and not validate_taxonomy(repaired, self.constraints):
             # a small model that loops repeats whole labels; after the last attempt keep each first one
@@ -557,6 +563,23 @@ def _drop_repeats(labels: list[dict]) -> list[dict]:
 
 def _problem_text(problems: list[str]) -> str:
     return "none" if problems == ["none"] else "\n".join(f"- {p}" for p in problems)
+
+
+def copied_summary(label: dict, summaries: str, overlap: float = 0.6) -> list[str]:
+    r"""A problem when a group's description restates one of its summaries instead of the whole group.
+
+    >>> copied_summary({"name": "refunds", "description": "Customer asks when the refund for order 4411 comes."},
+    ...                "- Customer asks when the refund for order 4411 comes\n- Money back for a broken kettle")
+    ['description of "refunds" restates one text; list the kinds of texts the whole group covers']
+    >>> copied_summary({"name": "refunds", "description": "Refunds for returned or cancelled orders."}, "- a refund")
+    []
+    """
+    words = set(re.findall(r"[a-z0-9]+", label["description"].lower())) - FILLER_WORDS
+    for line in summaries.splitlines():
+        other = set(re.findall(r"[a-z0-9]+", line.lower())) - FILLER_WORDS
+        if words and other and len(words & other) / len(words | other) >= overlap:
+            return [f'description of "{label["name"]}" restates one text; list the kinds of texts the whole group covers']
+    return []
 
 
 def _short(text, n: int = 120) -> str:

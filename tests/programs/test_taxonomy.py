@@ -251,3 +251,23 @@ def test_after_too_long_names_the_last_attempt_gets_a_word_count_pattern():
     assert name_schema(lm.engine.requests[2])["pattern"] == "^[A-Za-z][A-Za-z0-9-]*( [A-Za-z][A-Za-z0-9-]*){0,2}$"
     retries = [r.config.temperature for r in lm.engine.requests]
     assert retries[0] in (None, 0.0) and retries[1] == retries[2] == 0.7  # retries sample instead of repeating
+
+
+def test_a_group_description_that_restates_one_summary_is_sent_back():
+    copy = {"name": "Refunds", "description": "Customer asks when the refund for order 4411 comes back."}
+    lm = taxonomy_lm(script={"name": [copy, {"name": "Refunds", "description": "When refunds for returns or cancellations arrive."}]})
+    with dspy.context(lm=lm):
+        result = TaxonomyStep("name", Constraints())(keywords="refund", summaries="- Customer asks when the refund for "
+                                                                                   "order 4411 comes back\n- A refund for a kettle")
+    assert result.calls == 2 and result.labels[0]["description"].startswith("When refunds")
+    assert 'description of "refunds" restates one text' in _problems_sent(lm)[1]
+
+
+def test_a_description_that_keeps_restating_one_summary_is_kept_rather_than_losing_the_group():
+    copy = {"name": "Refunds", "description": "Customer asks when the refund for order 4411 comes back."}
+    lm = taxonomy_lm(script={"name": [copy, {"name": "Other", "description": "Anything else at all, really."}, copy]})
+    with dspy.context(lm=lm):
+        result = TaxonomyStep("name", Constraints())(keywords="refund", summaries="- Customer asks when the refund for "
+                                                                                   "order 4411 comes back")
+    assert result.calls == 3 and result.labels[0]["name"] == "refunds"
+    assert any("restates one text" in p for p in result.retried_for) and any("catch-all" in p for p in result.retried_for)
