@@ -134,7 +134,7 @@ def run_one(args) -> dict:
         lm = make_lm(cfg.lm.model, temperature=cfg.lm.temperature, max_tokens=cfg.lm.max_tokens, n_threads=cfg.lm.n_threads)
         store = VoteStore(cfg.store)
         try:
-            answers, test_calls = assign.fn(list(zip(test["id"], test["text"])), result.labels, lm, store, _lm_key(cfg), True)
+            answers, test_calls = assign.fn(list(zip(test["id"], test["text"])), result.labels, lm, store, _lm_key(cfg.lm), True)
         finally:
             store.close()
         to_gold = {r["label"]: r["gold"] for r in table if r["matched"]}

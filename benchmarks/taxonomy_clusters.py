@@ -39,23 +39,21 @@ def main() -> None:
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score
 
-    from flows.bootstrap import _key, summarise
-    from flows.config import BootstrapSpec
+    from flows.bootstrap import _lm_key, summarise
+    from flows.config import BootstrapSpec, LMSpec
     from flows.store import VoteStore
     from programs.embeddings import embed
-    from programs.lm import make_lm, model_identity
-    from programs.taxonomy import prompt_version
+    from programs.lm import make_lm
     from taxonomy import CACHE, EXAMPLE, USE_CASE
 
     rows = [json.loads(line) for name in ("dev.jsonl", "test.jsonl") for line in (EXAMPLE / name).open(encoding="utf-8")]
     spec = BootstrapSpec(use_case=USE_CASE, summary_words=args.summary_words)
-    lm_key = [model_identity("local"), 0.0, None]  # as flows.bootstrap._lm_key for the benchmark's config
-    version = _key("summarise", prompt_version("summarise"), spec.use_case, spec.summary_words, lm_key)
+    lm_spec = LMSpec(model="local", n_threads=args.threads)  # as the taxonomy benchmark's config: answers are shared
     CACHE.mkdir(parents=True, exist_ok=True)
     store = VoteStore(CACHE / ".labelloop" / "votes.sqlite")
     try:
-        summaries, calls = summarise.fn([(r["id"], r["text"]) for r in rows], spec, make_lm("local", n_threads=args.threads),
-                                        store, version, True)
+        summaries, calls = summarise.fn([(r["id"], r["text"]) for r in rows], spec,
+                                        make_lm(lm_spec.model, n_threads=lm_spec.n_threads), store, _lm_key(lm_spec), True)
     finally:
         store.close()
     print(f"summaries: {calls} LLM calls ({len(rows) - calls} from the cache)")

@@ -29,7 +29,7 @@ import yaml  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-from flows.config import BootstrapSpec, ConfigError, ProjectConfig  # noqa: E402
+from flows.config import BootstrapSpec, ConfigError, LMSpec, ProjectConfig  # noqa: E402
 from flows.io import read_records, read_taxonomy, write_text  # noqa: E402
 from flows.label_dataset import progress_bar  # noqa: E402
 from flows.store import VoteStore  # noqa: E402
@@ -69,8 +69,9 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _lm_key(cfg: ProjectConfig) -> list:
-    return [model_identity(cfg.lm.model), cfg.lm.temperature, cfg.lm.api_base]
+def _lm_key(lm: LMSpec) -> list:
+    """What identifies the answering model in every cache key."""
+    return [model_identity(lm.model), lm.temperature, lm.api_base]
 
 
 def constraints_of(spec: BootstrapSpec) -> Constraints:
@@ -97,9 +98,10 @@ def minibatches(items: list, size: int) -> list[list]:
 
 
 @task(cache_policy=NO_CACHE)
-def summarise(records: list[tuple[str, str]], spec: BootstrapSpec, lm, store: VoteStore, version: str,
+def summarise(records: list[tuple[str, str]], spec: BootstrapSpec, lm, store: VoteStore, lm_key: list,
               show_progress: bool) -> tuple[dict[str, dict], int]:
     """A summary per record: stored ones from the store, the rest from the LM (committed one by one)."""
+    version = _key("summarise", prompt_version("summarise"), spec.use_case, spec.summary_words, lm_key)
     known = store.get_many(version, records)
     todo = [(rid, text) for rid, text in records if rid not in known]
     program, calls = Summariser(spec.use_case, spec.summary_words, spec.max_attempts), 0
@@ -267,7 +269,7 @@ def bootstrap_taxonomy(cfg: ProjectConfig, *, update: bool = False, show_progres
     df = read_records(cfg.data)
     texts = dict(zip(df["id"], df["text"]))
     store = VoteStore(cfg.store)
-    lm_key = _lm_key(cfg)
+    lm_key = _lm_key(cfg.lm)
     seen_version = _key("bootstrap-seen", str(out))
     written_version = _key("bootstrap-written", str(out))
     seed = cfg.seed if spec.seed is None else spec.seed
@@ -285,8 +287,7 @@ def bootstrap_taxonomy(cfg: ProjectConfig, *, update: bool = False, show_progres
         lm = make_lm(cfg.lm.model, api_base=cfg.lm.api_base, temperature=cfg.lm.temperature,
                      max_tokens=cfg.lm.max_tokens, n_threads=cfg.lm.n_threads,
                      **({"n_ctx": spec.context_tokens} if is_local(cfg.lm.model) else {}))
-        sum_version = _key("summarise", prompt_version("summarise"), spec.use_case, spec.summary_words, lm_key)
-        summaries, calls = summarise(records, spec, lm, store, sum_version, show_progress)
+        summaries, calls = summarise(records, spec, lm, store, lm_key, show_progress)
         summaries_failed = sum(1 for rid in sample if not summaries[rid]["ok"])
         logger.info("summaries: %d LLM calls (%d reused)", calls, len(sample) - calls)
 

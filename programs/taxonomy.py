@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, replace
-from typing import Annotated
+from typing import Annotated, Literal
 
 import dspy
 import pydantic
@@ -55,6 +55,15 @@ class Label(pydantic.BaseModel):
     description: str = pydantic.Field(description="one sentence listing what the texts with this label ask or talk about")
 
 
+def length_limits(constraints: "Constraints") -> dict[str, int]:
+    """The schema's maximum length of a name and of a description, wherever an answer writes one.
+
+    The description's is one character over the rule: a grammar-constrained answer cut off there
+    fails validation, and is retried.
+    """
+    return {"name": 16 * max(1, constraints.max_name_words), "description": constraints.max_description_chars + 1}
+
+
 def label_fields(constraints: "Constraints", top_level: bool = False, strict: bool = False) -> dict:
     """The name and description types, their JSON schema carrying the length limits.
 
@@ -65,13 +74,13 @@ def label_fields(constraints: "Constraints", top_level: bool = False, strict: bo
     annotation of a top-level output field.
     """
     words = max(1, constraints.max_name_words)
-    name_limits = {"minLength": 2, "maxLength": 16 * words}
+    limits = length_limits(constraints)
+    name_limits = {"minLength": 2, "maxLength": limits["name"]}
     if strict:
         name_limits["pattern"] = f"^[A-Za-z][A-Za-z0-9-]*( [A-Za-z][A-Za-z0-9-]*){{0,{words - 1}}}$"
     fields = {"name": (f"one to {words} plain words", name_limits),
-              # one character over the limit: a grammar-constrained answer cut off there fails validation, and is retried
               "description": (Label.model_fields["description"].description,
-                              {"minLength": MIN_DESCRIPTION_CHARS, "maxLength": constraints.max_description_chars + 1})}
+                              {"minLength": MIN_DESCRIPTION_CHARS, "maxLength": limits["description"]})}
     out = {}
     for field, (desc, limits) in fields.items():
         bounded = Annotated[str, pydantic.Field(description=desc, json_schema_extra=limits)]
@@ -102,15 +111,14 @@ MAX_EDITS = 3  # per update or review answer: without a bound a small model fill
 
 def edits_type(names: list[str], constraints: "Constraints"):
     """A list of at most MAX_EDITS edits whose ``labels`` can only name current labels (an enum in the schema)."""
-    from typing import Literal
-
-    text = lambda high: Annotated[str, pydantic.Field(json_schema_extra={"maxLength": high})]  # noqa: E731
+    text = {field: Annotated[str, pydantic.Field(json_schema_extra={"maxLength": high})]  # empty: kept or not needed
+            for field, high in length_limits(constraints).items()}
     item = pydantic.create_model(
         "Edit",
         action=(Literal[tuple(EDIT_ACTIONS)], ...),
         labels=(Annotated[list[Literal[tuple(names)]], pydantic.Field(json_schema_extra={"maxItems": 2})], ...),
-        name=(text(16 * max(1, constraints.max_name_words)), ...),
-        description=(text(constraints.max_description_chars + 1), ...))
+        name=(text["name"], ...),
+        description=(text["description"], ...))
 
     class Edits(pydantic.RootModel[list[item]]):
         model_config = pydantic.ConfigDict(json_schema_extra={"maxItems": MAX_EDITS})
@@ -395,7 +403,7 @@ class GenerateTaxonomy(dspy.Signature):
     labels: list[Label] = dspy.OutputField()
 
 
-EDITS_DESC = ("at most 3 edits, possibly none; each: action (add | change | merge | remove), labels (the current label "
+EDITS_DESC = (f"at most {MAX_EDITS} edits, possibly none; each: action (add | change | merge | remove), labels (the current label "
               "names it acts on: none to add, one to change or remove, two to merge), name and description (of the new, "
               "changed or merged label; empty when kept or not needed)")
 
