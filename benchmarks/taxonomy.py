@@ -3,7 +3,11 @@
 The bootstrap sees only data/example/records.jsonl (ids and texts, no labels). The gold label set
 (data/example/taxonomy.yaml) is used afterwards, for matching only: each gold class is paired with
 at most one bootstrapped label by embedding similarity of "name: description" (MiniLM, one-to-one,
-Hungarian assignment); a pair counts as a match at cosine similarity >= --min-similarity. With
+Hungarian assignment); a pair counts as a match at cosine similarity >= --min-similarity. A second,
+LLM match asks the coverage-check program (the embedded model choosing among the bootstrapped
+labels or "none of these") to classify each gold class's own "name: description"; a gold class
+matches the label it picks, one-to-one (two classes picking one label are resolved by the
+model's probabilities, and a class the resolution moves off its pick is not matched). With
 --score-test (default) the coverage-check program also labels the 80 gold test records, and a gold
 class counts as recovered by assignment when the label that gets most of its records has over half
 of its own records from that class (so two classes cannot share one label). Records are also scored through the pairing.
@@ -74,6 +78,36 @@ def match(gold: list[dict], boot: list[dict], min_similarity: float) -> list[dic
     return table
 
 
+def llm_match(picks: dict[str, dict], labels: list[dict]) -> list[dict]:
+    """One-to-one pairing from the coverage-check program's answers on the gold class definitions.
+
+    ``picks`` maps each gold class to its answer (``answer`` and ``probs`` over the labels and
+    none_of_these). A class is matched when the one-to-one assignment that maximises the summed
+    probabilities gives it the label it picked itself.
+
+    >>> picks = {"a": {"answer": "x", "probs": {"x": 0.7, "y": 0.2, "none_of_these": 0.1}},
+    ...          "b": {"answer": "x", "probs": {"x": 0.5, "y": 0.4, "none_of_these": 0.1}},
+    ...          "c": {"answer": "none_of_these", "probs": {"x": 0.1, "y": 0.1, "none_of_these": 0.8}}}
+    >>> [(r["gold"], r["label"], r["matched"]) for r in llm_match(picks, [{"name": "x"}, {"name": "y"}])]
+    [('a', 'x', True), ('b', 'y', False), ('c', None, False)]
+    """
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    names = [x["name"] for x in labels]
+    gold = list(picks)
+    probs = np.array([[(picks[g].get("probs") or {}).get(n, 0.0) for n in names] for g in gold])
+    paired = dict(zip(*linear_sum_assignment(-probs)))
+    table = []
+    for i, g in enumerate(gold):
+        pick = picks[g].get("answer")
+        j = paired.get(i) if pick in names else None
+        table.append({"gold": g, "pick": pick, "label": names[j] if j is not None else None,
+                      "probability": round(float(probs[i, j]), 3) if j is not None else None,
+                      "matched": j is not None and names[j] == pick})
+    return table
+
+
 def mutual_majority(by_class: dict[str, dict[str, int]]) -> dict[str, str]:
     """Gold class -> bootstrapped label, where the label gets most of the class's records and over half its records are the class.
 
@@ -126,17 +160,28 @@ def run_one(args) -> dict:
         print(f"{row['gold']:<18} {str(row['label']):<28} {row['similarity'] or 0:>6.3f}  {'yes' if row['matched'] else 'no ':<5}  "
               f"{row['nearest']} ({row['nearest_similarity']:.3f})")
     matched = sum(r["matched"] for r in table)
-    print(f"\n{matched} of {len(gold)} gold classes matched (one-to-one, similarity >= {args.min_similarity})")
+    print(f"\n{matched} of {len(gold)} gold classes matched by embedding (one-to-one, similarity >= {args.min_similarity})")
 
-    test_scores, test_calls = None, 0
-    if args.score_test:
-        test = read_records(cfg.data.model_copy(update={"path": EXAMPLE / "test.jsonl"}), require_label=True)
-        lm = make_lm(cfg.lm.model, temperature=cfg.lm.temperature, max_tokens=cfg.lm.max_tokens, n_threads=cfg.lm.n_threads)
-        store = VoteStore(cfg.store)
-        try:
+    lm = make_lm(cfg.lm.model, temperature=cfg.lm.temperature, max_tokens=cfg.lm.max_tokens, n_threads=cfg.lm.n_threads)
+    store = VoteStore(cfg.store)
+    test_scores, test_calls, answers = None, 0, None
+    try:
+        definitions = [(f"gold:{g['name']}", f"{g['name'].replace('_', ' ')}: {g['description']}") for g in gold]
+        picks, judge_calls = assign.fn(definitions, result.labels, lm, store, _lm_key(cfg.lm), False)
+        judged = llm_match({g["name"]: picks[f"gold:{g['name']}"] for g in gold}, result.labels)
+        print(f"\n{'gold class':<18} {'picked by the LLM':<28} {'paired label':<28} {'p':>6}  match")
+        for row in judged:
+            print(f"{row['gold']:<18} {row['pick']!s:<28} {row['label']!s:<28} {row['probability'] or 0:>6.3f}  "
+                  f"{'yes' if row['matched'] else 'no'}")
+        matched_llm = sum(r["matched"] for r in judged)
+        print(f"\n{matched_llm} of {len(gold)} gold classes matched by the LLM (its pick, one-to-one)")
+
+        if args.score_test:
+            test = read_records(cfg.data.model_copy(update={"path": EXAMPLE / "test.jsonl"}), require_label=True)
             answers, test_calls = assign.fn(list(zip(test["id"], test["text"])), result.labels, lm, store, _lm_key(cfg.lm), True)
-        finally:
-            store.close()
+    finally:
+        store.close()
+    if answers is not None:
         to_gold = {r["label"]: r["gold"] for r in table if r["matched"]}
         predicted = [to_gold.get(answers[rid]["answer"]) for rid in test["id"]]
         by_class = {}
@@ -154,13 +199,13 @@ def run_one(args) -> dict:
         print(f"{len(recovered)} of {len(gold)} gold classes recovered by assignment (the label that gets most of the "
               f"class's test records has over half of its records from that class): {recovered}")
 
-    return {"gold_classes": len(gold), "matched_classes": matched, "n_labels": len(result.labels),
+    return {"gold_classes": len(gold), "matched_classes": matched, "matched_by_llm": matched_llm, "n_labels": len(result.labels),
             "coverage": round(result.coverage, 3), "llm_calls": result.llm_calls, "seconds": round(bootstrap_s),
             "recovered_by_assignment": len(test_scores["recovered_by_assignment"]) if test_scores else None,
             "model": args.model, "n_threads": args.threads, "seed": args.seed, "sample_size": len(result.sample_ids),
             "minibatch_size": args.minibatch_size, "max_labels": args.max_labels, "summary_words": args.summary_words,
             "group_by": args.group_by, "min_similarity": args.min_similarity, "labels": result.labels,
-            "counts": result.counts, "match_table": table,
+            "counts": result.counts, "match_table": table, "llm_match_table": judged, "judge_llm_calls": judge_calls,
             "steps": [{k: s.get(k) for k in ("step", "calls", "cached", "keywords", "labels", "rating", "edits", "retried_for",
                                                "error")} for s in result.steps],
             "notes": result.notes, "test": test_scores, "test_llm_calls": test_calls}
@@ -184,11 +229,11 @@ def main() -> None:
     for seed in args.seeds:
         args.seed = seed
         runs.append(run_one(args))
-    keys = ("seed", "matched_classes", "recovered_by_assignment", "n_labels", "coverage", "llm_calls", "seconds")
+    keys = ("seed", "matched_classes", "matched_by_llm", "recovered_by_assignment", "n_labels", "coverage", "llm_calls", "seconds")
     if len(runs) > 1:
-        print(f"\n{'seed':>4} {'matched':>8} {'recovered':>10} {'labels':>7} {'coverage':>9} {'calls':>6} {'seconds':>8}")
+        print(f"\n{'seed':>4} {'matched':>8} {'by LLM':>7} {'recovered':>10} {'labels':>7} {'coverage':>9} {'calls':>6} {'seconds':>8}")
         for r in runs:
-            print(f"{r['seed']:>4} {r['matched_classes']:>8} {str(r['recovered_by_assignment']):>10} {r['n_labels']:>7} "
+            print(f"{r['seed']:>4} {r['matched_classes']:>8} {r['matched_by_llm']:>7} {str(r['recovered_by_assignment']):>10} {r['n_labels']:>7} "
                   f"{r['coverage']:>9.1%} {r['llm_calls']:>6} {r['seconds']:>8}")
     out = {**runs[0], "seeds": [{k: r[k] for k in keys} for r in runs]}  # the first seed in full, every seed in brief
     path = ROOT / "benchmarks" / "results" / "taxonomy.json"
