@@ -57,14 +57,18 @@ def prepare(args) -> Path:
     return CACHE / "config.yaml"
 
 
+def definition(label: dict) -> str:
+    """A label as both matches read it: "plain name: description"."""
+    return f"{label['name'].replace('_', ' ')}: {label['description']}"
+
+
 def match(gold: list[dict], boot: list[dict], min_similarity: float) -> list[dict]:
     """One-to-one pairing of gold classes and bootstrapped labels by embedding similarity."""
     from scipy.optimize import linear_sum_assignment
 
     from programs.embeddings import embed
 
-    as_text = lambda x: f"{x['name'].replace('_', ' ')}: {x['description']}"  # noqa: E731
-    sims = embed([as_text(x) for x in gold]) @ embed([as_text(x) for x in boot]).T
+    sims = embed([definition(x) for x in gold]) @ embed([definition(x) for x in boot]).T
     rows, cols = linear_sum_assignment(-sims)
     paired = dict(zip(rows, cols))
     table = []
@@ -164,11 +168,12 @@ def run_one(args) -> dict:
 
     lm = make_lm(cfg.lm.model, temperature=cfg.lm.temperature, max_tokens=cfg.lm.max_tokens, n_threads=cfg.lm.n_threads)
     store = VoteStore(cfg.store)
-    test_scores, test_calls, answers = None, 0, None
+    test_scores, test_calls = None, 0
     try:
-        definitions = [(f"gold:{g['name']}", f"{g['name'].replace('_', ' ')}: {g['description']}") for g in gold]
-        picks, judge_calls = assign.fn(definitions, result.labels, lm, store, _lm_key(cfg.lm), False)
-        judged = llm_match({g["name"]: picks[f"gold:{g['name']}"] for g in gold}, result.labels)
+        ids = {g["name"]: f"gold:{g['name']}" for g in gold}  # record ids in the store, apart from the data's
+        picks, judge_calls = assign.fn([(ids[g["name"]], definition(g)) for g in gold], result.labels, lm, store,
+                                       _lm_key(cfg.lm), False)
+        judged = llm_match({name: picks[rid] for name, rid in ids.items()}, result.labels)
         print(f"\n{'gold class':<18} {'picked by the LLM':<28} {'paired label':<28} {'p':>6}  match")
         for row in judged:
             print(f"{row['gold']:<18} {row['pick']!s:<28} {row['label']!s:<28} {row['probability'] or 0:>6.3f}  "
@@ -181,7 +186,7 @@ def run_one(args) -> dict:
             answers, test_calls = assign.fn(list(zip(test["id"], test["text"])), result.labels, lm, store, _lm_key(cfg.lm), True)
     finally:
         store.close()
-    if answers is not None:
+    if args.score_test:
         to_gold = {r["label"]: r["gold"] for r in table if r["matched"]}
         predicted = [to_gold.get(answers[rid]["answer"]) for rid in test["id"]]
         by_class = {}
