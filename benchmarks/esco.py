@@ -36,7 +36,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def _score(rankings, golds, calls, seconds, timed: int) -> dict:
     """RP@k in percent; seconds per record over the ``timed`` records computed in this run (None if all were stored)."""
-    from programs.metrics import mean_rp_at_k
+    from labelloop.programs.metrics import mean_rp_at_k
 
     n = len(golds)
     return {"rp5": round(100 * mean_rp_at_k(rankings, golds, 5), 2), "rp10": round(100 * mean_rp_at_k(rankings, golds, 10), 2),
@@ -46,7 +46,7 @@ def _score(rankings, golds, calls, seconds, timed: int) -> dict:
 
 def _run_program(name, program, records, lm, store, version, fresh_calls):
     """Answers for every record: from the vote store, or from the program (then stored), as labelling does."""
-    from flows.label_dataset import answer_with_llm
+    from labelloop.flows.label_dataset import answer_with_llm
 
     items = [(r["id"], r["text"]) for r in records]
     n_new = len(items) - len(store.get_many(version, items))
@@ -76,14 +76,14 @@ def main() -> None:
     import dspy
     import numpy as np
 
-    from flows.io import write_json
-    from flows.store import VoteStore, label_vectors
-    from labelers.irr import IRRLabeler, state_hash
-    from programs.embeddings import embed
-    from programs.irr import chunk_text
-    from programs.lm import make_lm, model_identity
-    from programs.optimize import compile_program, examples, ranking_metric
-    from programs.retrieval import LabelIndex, label_fingerprint
+    from labelloop.flows.io import write_json
+    from labelloop.flows.store import VoteStore, label_vectors
+    from labelloop.labelers.irr import IRRLabeler, state_hash
+    from labelloop.programs.embeddings import embed
+    from labelloop.programs.irr import chunk_text
+    from labelloop.programs.lm import make_lm, model_identity
+    from labelloop.programs.optimize import compile_program, examples, ranking_metric
+    from labelloop.programs.retrieval import LabelIndex, label_fingerprint
 
     CACHE.mkdir(parents=True, exist_ok=True)
     dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=str(CACHE / "dspy"))

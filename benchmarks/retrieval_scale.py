@@ -37,9 +37,9 @@ def _time_search(index, queries: list[list[str]], n: int = 30) -> float:
 def main() -> None:
     if not DATA.is_dir():
         sys.exit(f"{DATA} not found: this benchmark needs the shared datasets folder")
-    from flows.store import label_vectors
-    from programs.embeddings import embed
-    from programs.retrieval import LabelIndex
+    from labelloop.flows.store import label_vectors
+    from labelloop.programs.embeddings import embed
+    from labelloop.programs.retrieval import LabelIndex
 
     names = [line.strip() for line in (DATA / "esco_skills.txt").read_text(encoding="utf-8").splitlines() if line.strip()]
     rng = np.random.default_rng(0)

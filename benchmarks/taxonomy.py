@@ -66,7 +66,7 @@ def match(gold: list[dict], boot: list[dict], min_similarity: float) -> list[dic
     """One-to-one pairing of gold classes and bootstrapped labels by embedding similarity."""
     from scipy.optimize import linear_sum_assignment
 
-    from programs.embeddings import embed
+    from labelloop.programs.embeddings import embed
 
     sims = embed([definition(x) for x in gold]) @ embed([definition(x) for x in boot]).T
     rows, cols = linear_sum_assignment(-sims)
@@ -138,11 +138,11 @@ def run_one(args) -> dict:
     """Bootstrap with ``args.seed``, match against the gold classes, print and return the figures."""
     import yaml
 
-    from flows.bootstrap import _lm_key, assign, bootstrap_taxonomy
-    from flows.config import load_config
-    from flows.io import read_records
-    from flows.store import VoteStore
-    from programs.lm import make_lm
+    from labelloop.flows.bootstrap import _lm_key, assign, bootstrap_taxonomy
+    from labelloop.flows.config import load_config
+    from labelloop.flows.io import read_records
+    from labelloop.flows.store import VoteStore
+    from labelloop.programs.lm import make_lm
 
     print(f"\n=== seed {args.seed}")
     started = time.time()

@@ -42,11 +42,11 @@ def main() -> None:
     from sklearn.metrics import adjusted_rand_score
     from taxonomy import CACHE, EXAMPLE, USE_CASE, mutual_majority
 
-    from flows.bootstrap import _lm_key, summarise
-    from flows.config import BootstrapSpec, LMSpec
-    from flows.store import VoteStore
-    from programs.embeddings import embed
-    from programs.lm import make_lm
+    from labelloop.flows.bootstrap import _lm_key, summarise
+    from labelloop.flows.config import BootstrapSpec, LMSpec
+    from labelloop.flows.store import VoteStore
+    from labelloop.programs.embeddings import embed
+    from labelloop.programs.lm import make_lm
 
     rows = [json.loads(line) for name in ("dev.jsonl", "test.jsonl") for line in (EXAMPLE / name).open(encoding="utf-8")]
     spec = BootstrapSpec(use_case=USE_CASE, summary_words=args.summary_words)

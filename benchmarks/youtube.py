@@ -84,8 +84,8 @@ def cost_per_record(project, student, texts: list[str], n_llm: int = 10) -> dict
     """Seconds per record, measured side by side now: the student on every text, the LLM on a few fresh calls."""
     import dspy
 
-    from labelers.llm import build_program
-    from programs.lm import make_lm
+    from labelloop.labelers.llm import build_program
+    from labelloop.programs.lm import make_lm
 
     started = time.perf_counter()
     student.predict_proba(texts)
@@ -118,15 +118,15 @@ def main() -> None:
     import numpy as np
     import pandas as pd
 
-    from flows.config import DataSpec
-    from flows.io import read_records, write_json
-    from flows.label_dataset import label_dataset
-    from flows.project import load_project
-    from flows.train_student import train_student
-    from labelers.analysis import lf_summary, scores
-    from labelers.labels import ABSTAIN
-    from labelers.llm import answer_ids
-    from labelers.student import FEATURES, fit_student, make_student, predict_proba_full
+    from labelloop.flows.config import DataSpec
+    from labelloop.flows.io import read_records, write_json
+    from labelloop.flows.label_dataset import label_dataset
+    from labelloop.flows.project import load_project
+    from labelloop.flows.train_student import train_student
+    from labelloop.labelers.analysis import lf_summary, scores
+    from labelloop.labelers.labels import ABSTAIN
+    from labelloop.labelers.llm import answer_ids
+    from labelloop.labelers.student import FEATURES, fit_student, make_student, predict_proba_full
 
     started = time.time()
     config_path = prepare(args.train_size, args.dev_size, args.seed, args.model)

@@ -6,10 +6,12 @@ otherwise from the first minibatch of summaries in one call) -> update it on eac
 minibatch and review it, both by a few typed edits -> assign every sampled record to a label or
 "none of these" (coverage) -> write ``taxonomy.yaml`` and a report.
 
-Every validated answer is kept in the project's vote store, keyed by a hash of (step, inputs, model,
-prompt version), so a re-run after a crash pays only for the calls that are missing. An existing
-output file is never overwritten without ``--update``, which starts from the file as a person left
-it and keeps their edits.
+Every validated answer is kept beside the project's vote store, keyed by a hash of (step, inputs,
+model, prompt version): per-record summaries and assignments in the vote table, step answers and
+markers in a step cache of their own. A re-run after a crash pays only for the calls that are
+missing. An existing output file is never overwritten without ``--update``, which starts from the
+file as a person left it and keeps their edits. ``bootstrap_taxonomy`` is a plain function;
+``bootstrap_flow`` runs it as a Prefect flow.
 """
 
 from __future__ import annotations
@@ -17,37 +19,26 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import os
+import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+import dspy
+import yaml
+from prefect import flow
 
-import dspy  # noqa: E402
-import yaml  # noqa: E402
-from prefect import flow, get_run_logger, task  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
+from labelloop.flows.config import BootstrapSpec, ProjectConfig
+from labelloop.flows.io import read_records, read_taxonomy, write_text
+from labelloop.flows.store import StepCache, VoteStore, progress_bar, stored_or_asked
+from labelloop.programs.choice import PROMPT_FORMAT
+from labelloop.programs.clustering import group_records
+from labelloop.programs.errors import StateError, TaxonomyError
+from labelloop.programs.lm import LMSpec
+from labelloop.programs.taxonomy import Summariser, TaxonomyStep, assignment_program, prompt_version
+from labelloop.programs.taxonomy_rules import NONE_OF_THESE, Constraints, carry_edits, format_summaries, normalise
 
-from flows.config import BootstrapSpec, ConfigError, LMSpec, ProjectConfig  # noqa: E402
-from flows.io import read_records, read_taxonomy, write_text  # noqa: E402
-from flows.label_dataset import progress_bar  # noqa: E402
-from flows.store import VoteStore  # noqa: E402
-from programs.choice import PROMPT_FORMAT  # noqa: E402
-from programs.lm import is_local, make_lm, model_identity  # noqa: E402
-from programs.taxonomy import (  # noqa: E402
-    NONE_OF_THESE,
-    Constraints,
-    Summariser,
-    TaxonomyError,
-    TaxonomyStep,
-    assignment_program,
-    carry_edits,
-    format_summaries,
-    group_records,
-    normalise,
-    prompt_version,
-)
+logger = logging.getLogger("labelloop")
 
 
 @dataclass
@@ -69,9 +60,11 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _lm_key(lm: LMSpec) -> list:
-    """What identifies the answering model in every cache key."""
-    return [model_identity(lm.model), lm.temperature, lm.api_base]
+def lm_key(lm: LMSpec) -> list:
+    """The LM's key (``LMSpec.key``) as bootstrap cache keys hold it: every step sets its own answer
+    budget, so ``max_tokens`` is left out."""
+    model, params = lm.key()
+    return [model, params["temperature"], params["api_base"]]
 
 
 def constraints_of(spec: BootstrapSpec) -> Constraints:
@@ -97,72 +90,65 @@ def minibatches(items: list, size: int) -> list[list]:
     return batches
 
 
-@task(cache_policy=NO_CACHE)
-def summarise(records: list[tuple[str, str]], spec: BootstrapSpec, lm, store: VoteStore, lm_key: list,
+def summarise(records: list[tuple[str, str]], spec: BootstrapSpec, lm, store: VoteStore, key: list,
               show_progress: bool) -> tuple[dict[str, dict], int]:
     """A summary per record: stored ones from the store, the rest from the LM (committed one by one)."""
-    version = _key("summarise", prompt_version("summarise"), spec.use_case, spec.summary_words, lm_key)
-    known = store.get_many(version, records)
-    todo = [(rid, text) for rid, text in records if rid not in known]
-    program, calls = Summariser(spec.use_case, spec.summary_words, spec.max_attempts), 0
-    with progress_bar(show_progress) as progress:
-        bar = progress.add_task("summarise", total=len(todo))
-        for rid, text in todo:
-            with dspy.context(lm=lm):
-                pred = program(text=text)
-            calls += pred.calls
-            known[rid] = {"summary": pred.summary, "ok": pred.ok}
-            store.put_many(version, [(rid, text, known[rid])])
-            progress.advance(bar)
+    version = _key("summarise", prompt_version("summarise"), spec.use_case, spec.summary_words, key)
+    program = Summariser(spec.use_case, spec.summary_words, spec.max_attempts)
+
+    def ask(text: str) -> tuple[dict, int]:
+        with dspy.context(lm=lm):
+            pred = program(text=text)
+        return {"summary": pred.summary, "ok": pred.ok}, pred.calls
+
+    known, calls, _ = stored_or_asked(store, version, records, ask, name="summarise", show_progress=show_progress,
+                                      batch=1, tolerate_errors=False)
     return known, calls
 
 
-@task(cache_policy=NO_CACHE)
-def taxonomy_step(step: str, inputs: dict, spec: BootstrapSpec, lm, store: VoteStore, lm_key: list,
+def taxonomy_step(step: str, inputs: dict, spec: BootstrapSpec, lm, cache: StepCache, key: list,
                   current: list[dict] | None = None) -> dict:
-    """One validated name / generate / update / review answer, from the store when this exact step ran before.
+    """One validated name / generate / update / review answer, from the step cache when this exact step ran before.
 
     ``current`` is the taxonomy an update or review edits. Returns the StepResult as a dict, with
     ``cached`` and (on failure after every attempt) ``error``.
     """
     constraints = constraints_of(spec)
-    version = _key(step, prompt_version(step, constraints), spec.max_attempts, lm_key)
+    version = _key(step, prompt_version(step, constraints), spec.max_attempts, key)
     item = [(step, json.dumps({**inputs, "current": current}, sort_keys=True))]
-    stored = store.get_many(version, item).get(step)
-    if stored is not None:
-        return {**stored, "calls": 0, "cached": True}
     program = TaxonomyStep(step, constraints, spec.max_attempts, current=current)
-    try:
+
+    def ask(_text: str) -> tuple[dict, int]:
         with dspy.context(lm=lm):
             result = program(**inputs).to_dict()
+        return result, result["calls"]
+
+    try:
+        answers, calls, _ = stored_or_asked(cache, version, item, ask, name=step, show_progress=False, batch=1,
+                                            tolerate_errors=False)
     except TaxonomyError as exc:
         return {"labels": None, "calls": exc.attempts, "cached": False, "error": str(exc), "problems": exc.problems}
-    store.put_many(version, [(*item[0], result)])
-    return {**result, "cached": False}
+    return {**answers[step], "calls": calls, "cached": calls == 0}
 
 
-@task(cache_policy=NO_CACHE)
-def assign(records: list[tuple[str, str]], labels: list[dict], lm, store: VoteStore, lm_key: list,
+def assign(records: list[tuple[str, str]], labels: list[dict], lm, store: VoteStore, key: list,
            show_progress: bool) -> tuple[dict[str, dict], int]:
     """Each record's label among ``labels`` or none_of_these, with probabilities (cached per record)."""
-    version = _key("assign", PROMPT_FORMAT, labels, lm_key)
-    known = store.get_many(version, records)
-    todo = [(rid, text) for rid, text in records if rid not in known]
-    program, calls = assignment_program(labels), 0
-    with progress_bar(show_progress) as progress:
-        bar = progress.add_task("coverage check", total=len(todo))
-        for rid, text in todo:
-            with dspy.context(lm=lm):
-                pred = program(text=text)
-            calls += 1
-            known[rid] = {"answer": pred.answer, "probs": pred.probs, "raw": pred.raw}
-            store.put_many(version, [(rid, text, known[rid])])
-            progress.advance(bar)
+    version = _key("assign", PROMPT_FORMAT, labels, key)
+    program = assignment_program(labels)
+
+    def ask(text: str) -> tuple[dict, int]:
+        with dspy.context(lm=lm):
+            pred = program(text=text)
+        return {"answer": pred.answer, "probs": pred.probs, "raw": pred.raw}, 1
+
+    known, calls, _ = stored_or_asked(store, version, records, ask, name="coverage check", show_progress=show_progress,
+                                      batch=1, tolerate_errors=False)
     return known, calls
 
 
-def name_groups(records: list[tuple[str, str]], summaries: dict[str, dict], spec: BootstrapSpec, lm, store: VoteStore,
-                lm_key: list, seed: int, show_progress: bool) -> tuple[list[dict], list[dict], int, list[str]]:
+def name_groups(records: list[tuple[str, str]], summaries: dict[str, dict], spec: BootstrapSpec, lm, cache: StepCache,
+                key: list, seed: int, show_progress: bool) -> tuple[list[dict], list[dict], int, list[str]]:
     """The first taxonomy: one label per cluster of the sampled records. Returns labels, steps, calls, notes.
 
     A group whose name stays invalid is left out, and groups given the same name share one label;
@@ -175,7 +161,7 @@ def name_groups(records: list[tuple[str, str]], summaries: dict[str, dict], spec
         bar = progress.add_task("name groups", total=len(groups))
         results = []
         for group in groups:
-            results.append(taxonomy_step("name", group.inputs(), spec, lm, store, lm_key))
+            results.append(taxonomy_step("name", group.inputs(), spec, lm, cache, key))
             progress.advance(bar)
     for i, (group, res) in enumerate(zip(groups, results), 1):
         steps.append({**res, "step": f"name group {i}", "n_summaries": group.size, "keywords": group.keywords})
@@ -242,40 +228,39 @@ def render_report(spec: BootstrapSpec, result: BootstrapResult, n_records: int, 
     return "\n".join(lines) + "\n"
 
 
-@flow(name="bootstrap-taxonomy")
-def bootstrap_taxonomy(cfg: ProjectConfig, *, update: bool = False, show_progress: bool = True) -> BootstrapResult:
+def bootstrap_taxonomy(cfg: ProjectConfig, *, update: bool = False, lm=None, show_progress: bool = True) -> BootstrapResult:
     """Propose (or with ``update`` refine) the project's taxonomy and write it with a report.
 
     Args:
         cfg: the loaded config (``flows.config.load_config``); its taxonomy file need not exist.
         update: start from the existing output file and refine it on records not seen before.
+        lm: the DSPy LM that answers; built from the config's ``lm:`` when None.
         show_progress: rich progress bars for the per-record passes.
 
     Returns:
         What was written, the coverage, the LLM calls made and, for an update, the diff.
     """
-    logger = get_run_logger()
     spec = cfg.bootstrap or BootstrapSpec()
     out = output_path(cfg)
     report_path = out.with_name(f"{out.stem}_report.md")
     if out.exists() and not update:
-        raise ConfigError(f"{out} already exists and may hold your edits, so bootstrap leaves it alone; refine it on new "
+        raise StateError(f"{out} already exists and may hold your edits, so bootstrap leaves it alone; refine it on new "
                           f"records with `labelloop bootstrap --update`, or delete it to start over")
     if update and not out.exists():
-        raise ConfigError(f"--update refines an existing taxonomy, but {out} does not exist; run `labelloop bootstrap` first")
+        raise StateError(f"--update refines an existing taxonomy, but {out} does not exist; run `labelloop bootstrap` first")
     current = _read_existing(out) if update else None
     old_text = out.read_text(encoding="utf-8") if update else ""
 
     df = read_records(cfg.data)
     texts = dict(zip(df["id"], df["text"]))
-    store = VoteStore(cfg.store)
-    lm_key = _lm_key(cfg.lm)
+    store, steps_cache = VoteStore(cfg.store), StepCache(cfg.store)
+    key = lm_key(cfg.lm)
     seen_version = _key("bootstrap-seen", str(out))
     written_version = _key("bootstrap-written", str(out))
     seed = cfg.seed if spec.seed is None else spec.seed
     notes: list[str] = []
     try:
-        seen = store.get_many(seen_version, list(texts.items())) if update else {}
+        seen = steps_cache.get_many(seen_version, list(texts.items())) if update else {}
         pool = [rid for rid in df["id"] if rid not in seen]
         if update and not pool:
             notes.append("every record was sampled before; this update resamples from all records")
@@ -284,17 +269,15 @@ def bootstrap_taxonomy(cfg: ProjectConfig, *, update: bool = False, show_progres
         sample = random.Random(seed + rounds).sample(pool, min(spec.sample_size, len(pool)))
         records = [(rid, texts[rid]) for rid in sample]
 
-        lm = make_lm(cfg.lm.model, api_base=cfg.lm.api_base, temperature=cfg.lm.temperature,
-                     max_tokens=cfg.lm.max_tokens, n_threads=cfg.lm.n_threads,
-                     **({"n_ctx": spec.context_tokens} if is_local(cfg.lm.model) else {}))
-        summaries, calls = summarise(records, spec, lm, store, lm_key, show_progress)
+        lm = lm or cfg.lm.make(**({"n_ctx": spec.context_tokens} if cfg.lm.local else {}))
+        summaries, calls = summarise(records, spec, lm, store, key, show_progress)
         summaries_failed = sum(1 for rid in sample if not summaries[rid]["ok"])
         logger.info("summaries: %d LLM calls (%d reused)", calls, len(sample) - calls)
 
         steps, labels = [], current
         named = labels is None and spec.group_summaries
         if named:  # named clusters of the whole sample take the place of generate on the first minibatch
-            labels, steps, n, named_notes = name_groups(records, summaries, spec, lm, store, lm_key, seed, show_progress)
+            labels, steps, n, named_notes = name_groups(records, summaries, spec, lm, steps_cache, key, seed, show_progress)
             calls += n
             notes += named_notes
         for i, batch in enumerate(minibatches(sample, spec.minibatch_size)):
@@ -302,7 +285,8 @@ def bootstrap_taxonomy(cfg: ProjectConfig, *, update: bool = False, show_progres
                 continue
             text = format_summaries([summaries[rid]["summary"] for rid in batch])
             step = "generate" if labels is None else "update"
-            res = taxonomy_step(step, {"use_case": spec.use_case, "summaries": text}, spec, lm, store, lm_key, current=labels)
+            res = taxonomy_step(step, {"use_case": spec.use_case, "summaries": text}, spec, lm, steps_cache, key,
+                                current=labels)
             steps.append({**res, "step": f"{step} {i + 1}", "n_summaries": len(batch)})
             calls += res["calls"]
             if res["labels"] is None:
@@ -311,7 +295,7 @@ def bootstrap_taxonomy(cfg: ProjectConfig, *, update: bool = False, show_progres
                 notes.append(f"update {i + 1} kept the taxonomy unchanged: {res['error']}")
                 continue
             labels = res["labels"]
-        res = taxonomy_step("review", {"use_case": spec.use_case}, spec, lm, store, lm_key, current=labels)
+        res = taxonomy_step("review", {"use_case": spec.use_case}, spec, lm, steps_cache, key, current=labels)
         steps.append({**res, "step": "review"})
         calls += res["calls"]
         if res["labels"] is None:
@@ -319,11 +303,11 @@ def bootstrap_taxonomy(cfg: ProjectConfig, *, update: bool = False, show_progres
         else:
             labels = res["labels"]
         if update:
-            before = store.get_many(written_version, [("latest", "")]).get("latest")
+            before = steps_cache.get_many(written_version, [("latest", "")]).get("latest")
             labels, kept = carry_edits(before and before["labels"], current, labels)
             notes += kept
 
-        answers, n = assign(records, labels, lm, store, lm_key, show_progress)
+        answers, n = assign(records, labels, lm, store, key, show_progress)
         calls += n
         names = [x["name"] for x in labels]
         counts = {name: 0 for name in names + [NONE_OF_THESE]}
@@ -345,10 +329,14 @@ def bootstrap_taxonomy(cfg: ProjectConfig, *, update: bool = False, show_progres
         if update:
             result.diff = taxonomy_diff(current, labels, old_text, new_text, out)
         # the markers first: a crash before the file is written then leaves nothing that blocks a plain rerun
-        store.put_many(written_version, [("latest", "", {"labels": labels})])
-        store.put_many(seen_version, [(rid, texts[rid], {"round": rounds}) for rid in sample])
+        steps_cache.put_many(written_version, [("latest", "", {"labels": labels})])
+        steps_cache.put_many(seen_version, [(rid, texts[rid], {"round": rounds}) for rid in sample])
         write_text(report_path, render_report(spec, result, len(df), update, summaries_failed, invalid))
         write_text(out, new_text)
     finally:
         store.close()
+        steps_cache.close()
     return result
+
+
+bootstrap_flow = flow(name="bootstrap-taxonomy")(bootstrap_taxonomy)

@@ -6,14 +6,16 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
-import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+# How the command line configures the process (a library import sets nothing): no network for
+# LiteLLM's cost map, a quiet Prefect, and time for its local server to start on a small machine.
+ENVIRONMENT = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "PREFECT_LOGGING_LEVEL": "WARNING",
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+               "HF_HUB_OFFLINE": "1"}
 
 app = typer.Typer(help="Turn unlabeled text into a trained classifier with an LLM in the loop.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -21,20 +23,16 @@ console = Console()
 CONFIG = typer.Argument(..., help="project config YAML", exists=False)
 
 
-def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
-    raise typer.Exit(2)
-
-
 def _guard(fn, *args, **kwargs):
-    from flows.config import ConfigError
-    from programs.lm import ModelNotAvailable
-    from programs.taxonomy import TaxonomyError
+    """Run ``fn``; any labelloop error becomes one line on the console and exit code 2."""
+    from labelloop.programs.errors import LabelloopError
 
     try:
         return fn(*args, **kwargs)
-    except (ConfigError, ModelNotAvailable, TaxonomyError) as exc:
-        _fail(exc)
+    except LabelloopError as exc:
+        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def _print_run(run_dir: Path) -> None:
@@ -58,13 +56,13 @@ def _print_run(run_dir: Path) -> None:
 
 
 def _run(config: Path, *, train: bool, stored_only: bool = False, progress: bool = True) -> None:
-    from flows.project import load_project
-    from flows.run_project import require_stored, run_project
+    from labelloop.flows.project import load_project
+    from labelloop.flows.run_project import require_stored, run_project_flow
 
     project = _guard(load_project, config)  # validate everything before a flow starts
     if stored_only:
         _guard(require_stored, project)
-    _print_run(_guard(run_project, project, train=train, show_progress=progress))
+    _print_run(_guard(run_project_flow, project, train=train, show_progress=progress))
 
 
 @app.command()
@@ -88,9 +86,9 @@ def train(config: Path = CONFIG):
 @app.command()
 def plan(config: Path = CONFIG):
     """Count the LLM calls and prompt tokens a run would make, before making any."""
-    from flows.plan import estimate_cost, plan_calls
-    from flows.project import load_project
-    from programs.lm import is_local
+    from labelloop.flows.plan import estimate_cost, plan_calls
+    from labelloop.flows.project import load_project
+    from labelloop.programs.lm import is_local
 
     project = _guard(load_project, config)
     rows = _guard(plan_calls, project)
@@ -113,11 +111,11 @@ def plan(config: Path = CONFIG):
 @app.command()
 def optimize(config: Path = CONFIG, labeler: str = typer.Option(None, help="only this irr labeler")):
     """Compile the Infer-Retrieve-Rank labelers on the gold dev records; later runs use the result."""
-    from flows.optimize import optimize_project
-    from flows.project import load_project
+    from labelloop.flows.optimize import optimize_flow
+    from labelloop.flows.project import load_project
 
     project = _guard(load_project, config)
-    for row in _guard(optimize_project, project, labeler):
+    for row in _guard(optimize_flow, project, labeler):
         scores = ", ".join(f"{'zero-shot' if c['seed'] == -3 else 'seed ' + str(c['seed'])}: {c['score']}" for c in row["candidates"])
         console.print(f"{row['labeler']}: demos {row['demos']}; candidates (RP@k % on the dev sample) {scores or 'n/a'}; "
                       f"{row['seconds']:.0f} s")
@@ -130,11 +128,11 @@ def bootstrap(config: Path = CONFIG,
               update: bool = typer.Option(False, "--update", help="refine the existing taxonomy on new records, keeping your edits"),
               progress: bool = typer.Option(True, help="show progress bars")):
     """Propose a taxonomy from a sample of the records (summarise, generate, update, review, coverage check)."""
-    from flows.bootstrap import bootstrap_taxonomy
-    from flows.config import load_config
+    from labelloop.flows.bootstrap import bootstrap_flow
+    from labelloop.flows.config import load_config
 
     cfg = _guard(load_config, config)
-    result = _guard(bootstrap_taxonomy, cfg, update=update, show_progress=progress)
+    result = _guard(bootstrap_flow, cfg, update=update, show_progress=progress)
     table = Table(title=f"taxonomy from {len(result.sample_ids)} sampled records")
     for col in ("label", "sampled records", "description"):
         table.add_column(col)
@@ -158,30 +156,13 @@ def predict(model: Path = typer.Argument(..., help="model.skops from a run folde
             output: Path = typer.Option(..., "--output", "-o", help="where to write predictions (.csv/.jsonl/.parquet)"),
             id_column: str = typer.Option("id", "--id"), text_column: str = typer.Option("text", "--text")):
     """Label a file with a trained student."""
-    import json
-
-    import numpy as np
-
-    from flows.config import ConfigError, DataSpec
-    from flows.io import read_records, write_frame
-    from flows.train_student import load_student
+    from labelloop.flows.config import DataSpec
+    from labelloop.flows.io import read_records, write_frame
+    from labelloop.flows.predict import predict as predict_records
 
     def _predict():
-        student = load_student(model)
-        metrics = model.parent / "metrics.json"
-        if not metrics.is_file():
-            raise ConfigError(f"{metrics} is missing: predict needs the run folder the model was written to")
-        info = json.loads(metrics.read_text())
-        names = info["labels"]
-        df = read_records(DataSpec(path=data, id=id_column, text=text_column))
-        proba = student.predict_proba(df["text"].tolist())
-        if info.get("task") == "multilabel":
-            df["labels"] = [[names[j] for j in np.flatnonzero(row >= 0.5)] for row in proba]
-            df["top_label"] = [names[j] for j in proba.argmax(axis=1)]
-        else:
-            df["label"] = [names[i] for i in student.classes_[proba.argmax(axis=1)]]
-        df["confidence"] = proba.max(axis=1)
-        return write_frame(output, df)
+        records = read_records(DataSpec(path=data, id=id_column, text=text_column))
+        return write_frame(output, predict_records(model, records))
 
     out = _guard(_predict)
     console.print(f"[bold green]wrote[/] {out}")
@@ -193,34 +174,16 @@ def init(data: Path = typer.Argument(..., help="data file to label"),
          labels: str = typer.Option(..., help="comma-separated label names"),
          text_column: str = typer.Option("text", "--text"), id_column: str = typer.Option("id", "--id")):
     """Scaffold a config and taxonomy for a data file."""
-    import yaml
+    from labelloop.flows.project import scaffold_project
 
-    from flows.config import ConfigError, DataSpec
-    from flows.io import read_records, write_text
-
-    def _init():
-        if output.exists():
-            raise ConfigError(f"{output} already exists; refusing to overwrite it")
-        df = read_records(DataSpec(path=data, id=id_column, text=text_column))
-        names = [x.strip() for x in labels.split(",") if x.strip()]
-        if len(names) < 2:
-            raise ConfigError(f"--labels needs at least two names, got {names}")
-        taxonomy = output.parent / f"{output.stem}_taxonomy.yaml"
-        write_text(taxonomy, yaml.safe_dump({"labels": [{"name": n, "description": f"TODO: describe {n}"} for n in names]},
-                                            sort_keys=False))
-        cfg = {"name": output.stem, "task": "multiclass",
-               "data": {"path": os.path.relpath(data, output.parent), "id": id_column, "text": text_column},
-               "taxonomy": taxonomy.name, "lm": {"model": "local"},
-               "labelers": [{"type": "zero_shot"},
-                            {"type": "keywords", "name": f"kw_{names[0]}", "label": names[0], "words": ["TODO"]}],
-               "label_model": "snorkel"}
-        write_text(output, yaml.safe_dump(cfg, sort_keys=False))
-        return len(df), taxonomy
-
-    n, taxonomy = _guard(_init)
+    n, taxonomy = _guard(scaffold_project, data, output, [x.strip() for x in labels.split(",") if x.strip()],
+                         id_column=id_column, text_column=text_column)
     console.print(f"[bold green]wrote[/] {output} and {taxonomy} for {n} records; edit the descriptions and labelers, "
                   f"then `labelloop plan {output}`")
 
 
 def main() -> None:  # pragma: no cover
+    """The `labelloop` command: configure the process, then run the command line."""
+    for name, value in ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
     app(sys.argv[1:])

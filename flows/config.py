@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
-from labelers.llm import CALIBRATIONS
-from labelers.student import FEATURES
-from programs.optimize import OPTIMIZERS
-from programs.retrieval import RETRIEVERS
+from labelloop.labelers.heuristics import make_keyword_lf, make_regex_lf
+from labelloop.labelers.irr import IRRLabeler
+from labelloop.labelers.labels import Taxonomy
+from labelloop.labelers.llm import CALIBRATIONS, prompt_labeler, zero_shot_labeler
+from labelloop.labelers.student import FEATURES
+from labelloop.programs.errors import ConfigError
+from labelloop.programs.lm import LMSpec
+from labelloop.programs.optimize import OPTIMIZERS
+from labelloop.programs.retrieval import RETRIEVERS
 
-
-class ConfigError(ValueError):
-    """A config or data file is invalid; the message says what was expected and what arrived."""
+__all__ = ["ConfigError", "LMSpec", "ProjectConfig", "load_config", "parse_config", "register_labeler"]
 
 
 class _Strict(BaseModel):
@@ -23,33 +26,58 @@ class _Strict(BaseModel):
 
 
 class DataSpec(_Strict):
-    path: Path
+    path: Path | None = None  # None: the caller passes the records as a DataFrame
     id: str = "id"
     text: str = "text"
     label: str = "label"
     label_sep: str = "|"  # multilabel gold in CSV: "billing|shipping"; JSONL and Parquet may hold lists
 
 
-class LMSpec(_Strict):
-    model: str = "local"
-    api_base: str | None = None
-    temperature: float = 0.0
-    max_tokens: int = 256
-    max_concurrency: int = Field(1, ge=1, le=64)
-    n_threads: int | None = None
+LABELER_TYPES: dict[str, type[LabelerSpec]] = {}
 
 
-class _LLMLabelerSpec(_Strict):
+def register_labeler(spec: type[LabelerSpec]) -> type[LabelerSpec]:
+    """Make a labeler spec class usable as ``{type: <its type>}`` in configs (a class decorator).
+
+    The class needs a ``type: Literal["<name>"]`` field and a ``build(taxonomy)`` method returning
+    the labelers it stands for: an ``LLMLabeler`` or Snorkel labeling functions.
+    """
+    (name,) = spec.model_fields["type"].annotation.__args__
+    LABELER_TYPES[name] = spec
+    return spec
+
+
+class LabelerSpec(_Strict):
+    """One entry of the config's ``labelers:`` list."""
+
+    type: str
+
+    def build(self, taxonomy: Taxonomy) -> list:
+        raise NotImplementedError
+
+    def label_id(self, taxonomy: Taxonomy, label: str) -> int:
+        if label not in taxonomy.names:
+            raise ConfigError(f"labeler {getattr(self, 'name', self.type)!r}: label {label!r} is not in the taxonomy "
+                              f"{list(taxonomy.names)}")
+        return taxonomy.id(label)
+
+
+class LLMLabelerSpec(LabelerSpec):
     threshold: float = Field(0.0, ge=0, le=1)
     calibration: Literal[CALIBRATIONS] = "batch"
 
 
-class ZeroShotLF(_LLMLabelerSpec):
+@register_labeler
+class ZeroShotLF(LLMLabelerSpec):
     type: Literal["zero_shot"]
     name: str = "zero_shot"
 
+    def build(self, taxonomy: Taxonomy) -> list:
+        return [zero_shot_labeler(taxonomy, self.name, threshold=self.threshold, calibration=self.calibration)]
 
-class PromptLF(_LLMLabelerSpec):
+
+@register_labeler
+class PromptLF(LLMLabelerSpec):
     type: Literal["prompt"]
     name: str
     question: str
@@ -62,8 +90,16 @@ class PromptLF(_LLMLabelerSpec):
             raise ValueError(f"needs at least two answers (e.g. yes/no), got {list(v)}")
         return v
 
+    def build(self, taxonomy: Taxonomy) -> list:
+        try:
+            return [prompt_labeler(self.name, self.question, self.answers, taxonomy, threshold=self.threshold,
+                                   calibration=self.calibration)]
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
-class IRRLF(_Strict):
+
+@register_labeler
+class IRRLF(LabelerSpec):
     """Infer-Retrieve-Rank over the taxonomy: for large label spaces and multi-label tasks."""
 
     type: Literal["irr"]
@@ -75,28 +111,52 @@ class IRRLF(_Strict):
     hint: str = ""
     retriever: Literal[RETRIEVERS] = "embeddings"
 
+    def build(self, taxonomy: Taxonomy) -> list:
+        return [IRRLabeler(self.name, infer_k=self.infer_k, rank_n=self.rank_n, rank_k=self.rank_k,
+                           chunk_words=self.chunk_words, hint=self.hint, retriever=self.retriever)]
 
-class KeywordLF(_Strict):
+
+@register_labeler
+class KeywordLF(LabelerSpec):
     type: Literal["keywords"]
     name: str
     label: str
     words: list[str] = Field(min_length=1)
 
+    def build(self, taxonomy: Taxonomy) -> list:
+        return [make_keyword_lf(self.name, self.words, self.label_id(taxonomy, self.label))]
 
-class RegexLF(_Strict):
+
+@register_labeler
+class RegexLF(LabelerSpec):
     type: Literal["regex"]
     name: str
     label: str
     pattern: str
 
+    def build(self, taxonomy: Taxonomy) -> list:
+        try:
+            return [make_regex_lf(self.name, self.pattern, self.label_id(taxonomy, self.label))]
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
-class PythonLF(_Strict):
+
+@register_labeler
+class PythonLF(LabelerSpec):
     type: Literal["python"]
     module: Path
     names: list[str] | None = None  # default: every Snorkel LF in the module
+    paths: ClassVar[tuple[str, ...]] = ("module",)
+
+    def build(self, taxonomy: Taxonomy) -> list:
+        from labelloop.flows.project import load_python_lfs
+
+        return load_python_lfs(self.module, self.names)
 
 
-LabelerSpec = Annotated[Union[ZeroShotLF, PromptLF, IRRLF, KeywordLF, RegexLF, PythonLF], Field(discriminator="type")]
+class TaxonomyLabel(_Strict):
+    name: str
+    description: str = ""
 
 
 class StudentSpec(_Strict):
@@ -141,9 +201,9 @@ class ProjectConfig(_Strict):
     data: DataSpec
     gold: DataSpec | None = None
     test: DataSpec | None = None
-    taxonomy: Path
+    taxonomy: Path | list[TaxonomyLabel]  # a YAML file, or the labels inline
     lm: LMSpec = LMSpec()
-    labelers: list[LabelerSpec] = Field(min_length=1)
+    labelers: list[SerializeAsAny[LabelerSpec]] = Field(min_length=1)
     label_model: Literal["snorkel", "majority"] = "snorkel"
     student: StudentSpec = StudentSpec()
     optimize: OptimizeSpec = OptimizeSpec()
@@ -152,6 +212,28 @@ class ProjectConfig(_Strict):
     store: Path = Path(".labelloop/votes.sqlite")
     programs_dir: Path = Path("optimized")  # optimized DSPy programs, one JSON file per labeler
     bootstrap: BootstrapSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _labeler_types(cls, raw):
+        """Each ``labelers`` entry as the spec class its ``type`` names (see ``register_labeler``)."""
+        if isinstance(raw, dict) and isinstance(raw.get("labelers"), list):
+            specs, problems = [], []
+            for i, item in enumerate(raw["labelers"]):
+                kind = item.get("type") if isinstance(item, dict) else None
+                if isinstance(item, LabelerSpec):
+                    specs.append(item)
+                elif kind not in LABELER_TYPES:
+                    problems.append(f"labelers.{i}.type: expected one of {sorted(LABELER_TYPES)}, got {kind!r}")
+                else:
+                    try:
+                        specs.append(LABELER_TYPES[kind].model_validate(item))
+                    except ValidationError as exc:
+                        problems += [f"labelers.{i}.{line.strip()}" for line in _format_errors(exc).splitlines()]
+            if problems:
+                raise ValueError("; ".join(problems))
+            raw = {**raw, "labelers": specs}
+        return raw
 
     @field_validator("labelers")
     @classmethod
@@ -175,17 +257,18 @@ def _resolve(cfg: ProjectConfig, base: Path) -> ProjectConfig:
         return p if p.is_absolute() else (base / p)
 
     for spec in (cfg.data, cfg.gold, cfg.test):
-        if spec is not None:
+        if spec is not None and spec.path is not None:
             spec.path = at(spec.path)
-    cfg.taxonomy = at(cfg.taxonomy)
+    if isinstance(cfg.taxonomy, Path):
+        cfg.taxonomy = at(cfg.taxonomy)
     cfg.runs_dir = at(cfg.runs_dir)
     cfg.store = at(cfg.store)
     cfg.programs_dir = at(cfg.programs_dir)
     if cfg.bootstrap is not None and cfg.bootstrap.output is not None:
         cfg.bootstrap.output = at(cfg.bootstrap.output)
     for lf in cfg.labelers:
-        if isinstance(lf, PythonLF):
-            lf.module = at(lf.module)
+        for name in getattr(lf, "paths", ()):
+            setattr(lf, name, at(getattr(lf, name)))
     return cfg
 
 
@@ -194,7 +277,7 @@ def _format_errors(exc: ValidationError) -> str:
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"])
         got = err.get("input")
-        got = f" (got {got!r})" if not isinstance(got, dict) and got is not None else ""
+        got = f" (got {got!r})" if not isinstance(got, (dict, list)) and got is not None else ""
         lines.append(f"  {where}: {err['msg']}{got}")
     return "\n".join(lines)
 
@@ -210,17 +293,21 @@ def read_yaml(path: Path, what: str, hint: str = ""):
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
 
 
+def parse_config(raw, base_dir: Path = Path("."), source: str = "the config") -> ProjectConfig:
+    """Validate a config mapping (as read from YAML); relative paths resolve against ``base_dir``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source} must hold a mapping of config keys, got {type(raw).__name__}")
+    try:
+        cfg = ProjectConfig.model_validate(_coerce_paths(dict(raw)))
+    except ValidationError as exc:
+        raise ConfigError(f"{source} is not a valid labelloop config:\n{_format_errors(exc)}") from None
+    return _resolve(cfg, Path(base_dir))
+
+
 def load_config(path: Path) -> ProjectConfig:
     """Read and validate a project config; errors name the field, what was expected and what arrived."""
     path = Path(path)
-    raw = read_yaml(path, "config")
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must hold a mapping of config keys, got {type(raw).__name__}")
-    try:
-        cfg = ProjectConfig.model_validate(_coerce_paths(raw))
-    except ValidationError as exc:
-        raise ConfigError(f"{path} is not a valid labelloop config:\n{_format_errors(exc)}") from None
-    return _resolve(cfg, path.parent)
+    return parse_config(read_yaml(path, "config"), path.parent, str(path))
 
 
 def config_to_yaml(cfg: ProjectConfig) -> str:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from flows.config import ConfigError, DataSpec, read_yaml
-from labelers.labels import Taxonomy
+from labelloop.flows.config import ConfigError, DataSpec, read_yaml
+from labelloop.labelers.labels import Taxonomy
+from labelloop.programs.errors import DataError
 
 FORMATS = (".csv", ".jsonl", ".json", ".parquet")
 
@@ -36,47 +37,55 @@ def _read_table(path: Path) -> pd.DataFrame:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as exc:
-                    raise ConfigError(f"{path}, line {n}: expected one JSON object per line: {exc}") from None
+                    raise DataError(f"{path}, line {n}: expected one JSON object per line: {exc}") from None
         return pd.DataFrame(rows)
     if suffix == ".parquet":
         return pd.read_parquet(path)
-    raise ConfigError(f"{path}: unsupported file type {suffix!r}; expected one of {', '.join(FORMATS)} or a saved dataset folder")
+    raise DataError(f"{path}: unsupported file type {suffix!r}; expected one of {', '.join(FORMATS)} or a saved dataset folder")
 
 
 def read_records(spec: DataSpec, *, require_label: bool = False, multilabel: bool = False) -> pd.DataFrame:
     """Read records as a frame with columns ``id``, ``text`` (and ``label`` when present or required).
 
-    Raises ConfigError for a missing file, a missing id/text/label column, empty or non-text
+    Raises DataError for a missing file, a missing id/text/label column, empty or non-text
     values, and duplicate ids, naming what was expected and what arrived. With ``multilabel`` the
     ``label`` column holds a list of label names per record.
     """
     path = Path(spec.path)
     if not path.exists():
-        raise ConfigError(f"data file {path} does not exist")
+        raise DataError(f"data file {path} does not exist")
     try:
         df = _read_table(path)
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path} is not UTF-8 text: {exc}") from None
+        raise DataError(f"{path} is not UTF-8 text: {exc}") from None
+    return records_frame(df, spec, str(path), require_label=require_label, multilabel=multilabel)
+
+
+def records_frame(df: pd.DataFrame, spec: DataSpec, source: str, *, require_label: bool = False,
+                  multilabel: bool = False) -> pd.DataFrame:
+    """Check and rename a frame of records (from a file or a caller) as ``read_records`` does."""
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(f"{source}: expected a pandas DataFrame, got {type(df).__name__}")
     cols = {spec.id: "id", spec.text: "text"}
     if require_label or spec.label in df.columns:
         cols[spec.label] = "label"
     missing = [c for c in cols if c not in df.columns]
     if missing:
-        raise ConfigError(f"{path}: expected column(s) {missing}, found {list(df.columns)}")
+        raise DataError(f"{source}: expected column(s) {missing}, found {list(df.columns)}")
     df = df[list(cols)].rename(columns=cols)
     df["id"] = df["id"].astype(str)
     bad = df.index[~df["text"].map(lambda t: isinstance(t, str) and bool(t.strip()))]
     if len(bad):
-        raise ConfigError(f"{path}: {len(bad)} record(s) have empty or non-text {spec.text!r}, e.g. id {df.loc[bad[0], 'id']!r}")
+        raise DataError(f"{source}: {len(bad)} record(s) have empty or non-text {spec.text!r}, e.g. id {df.loc[bad[0], 'id']!r}")
     dupes = df["id"][df["id"].duplicated()].unique()
     if len(dupes):
-        raise ConfigError(f"{path}: ids must be unique; {len(dupes)} repeated, e.g. {list(dupes[:3])}")
+        raise DataError(f"{source}: ids must be unique; {len(dupes)} repeated, e.g. {list(dupes[:3])}")
     if "label" in df.columns:
-        df["label"] = _label_sets(df, spec, path) if multilabel else df["label"].astype(str)
+        df["label"] = _label_sets(df, spec, source) if multilabel else df["label"].astype(str)
     return df.reset_index(drop=True)
 
 
-def _label_sets(df: pd.DataFrame, spec: DataSpec, path: Path) -> pd.Series:
+def _label_sets(df: pd.DataFrame, spec: DataSpec, path) -> pd.Series:
     """Multi-label gold as lists of names: lists (JSONL, Parquet) or ``label_sep``-joined strings (CSV)."""
     def parse(value, rid):
         if isinstance(value, str):
@@ -85,7 +94,7 @@ def _label_sets(df: pd.DataFrame, spec: DataSpec, path: Path) -> pd.Series:
             value = value.tolist()
         if isinstance(value, (list, tuple)) and all(isinstance(x, str) for x in value):
             return list(dict.fromkeys(value))
-        raise ConfigError(f"{path}: record {rid!r}: expected {spec.label!r} as a list of label names or a "
+        raise DataError(f"{path}: record {rid!r}: expected {spec.label!r} as a list of label names or a "
                           f"{spec.label_sep!r}-separated string, got {value!r:.80}")
 
     return pd.Series([parse(v, rid) for v, rid in zip(df["label"], df["id"])], index=df.index, dtype=object)
@@ -107,7 +116,7 @@ def check_labels(df: pd.DataFrame, taxonomy: Taxonomy, path) -> None:
     seen = {x for v in df["label"] for x in (v if isinstance(v, list) else [v])}
     unknown = sorted(seen - set(taxonomy.names))
     if unknown:
-        raise ConfigError(f"{path}: gold labels {unknown[:5]} are not in the taxonomy {list(taxonomy.names)}")
+        raise DataError(f"{path}: gold labels {unknown[:5]} are not in the taxonomy {list(taxonomy.names)}")
 
 
 @contextmanager

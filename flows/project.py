@@ -10,48 +10,53 @@ from pathlib import Path
 import pandas as pd
 from snorkel.labeling import LabelingFunction
 
-from flows.config import (
-    IRRLF,
-    ConfigError,
-    KeywordLF,
-    ProjectConfig,
-    PromptLF,
-    PythonLF,
-    RegexLF,
-    ZeroShotLF,
-    load_config,
-    read_yaml,
-)
-from flows.io import check_labels, read_records, read_taxonomy
-from labelers.heuristics import make_keyword_lf, make_regex_lf
-from labelers.irr import IRRLabeler, state_hash
-from labelers.labels import Taxonomy
-from labelers.llm import LLMLabeler, prompt_labeler, zero_shot_labeler
+from labelloop.flows.config import ConfigError, DataSpec, ProjectConfig, load_config, parse_config, read_yaml
+from labelloop.flows.io import check_labels, read_records, read_taxonomy, records_frame
+from labelloop.flows.store import label_vectors
+from labelloop.labelers.base import LabelingContext, LLMLabeler
+from labelloop.labelers.labels import Taxonomy
+from labelloop.labelers.tasks import TASKS
 
 
 @dataclass
 class Project:
     config: ProjectConfig
-    config_path: Path
+    config_path: Path | None  # None for a project built from a dict
     taxonomy: Taxonomy
     splits: dict[str, pd.DataFrame]  # "train" always; "dev" and "test" when configured
-    llm_labelers: list[LLMLabeler | IRRLabeler]
+    llm_labelers: list[LLMLabeler]
     heuristic_lfs: list[LabelingFunction]
     programs: dict[str, dict] = field(default_factory=dict)  # labeler name -> optimized program state
 
     @property
-    def multilabel(self) -> bool:
-        return self.config.task == "multilabel"
+    def task(self):
+        """The task object (``labelloop.labelers.tasks``) that the config's ``task:`` names."""
+        return TASKS[self.config.task]
 
     @property
     def labeler_names(self) -> list[str]:
         return [lf.name for lf in self.llm_labelers] + [lf.name for lf in self.heuristic_lfs]
 
+    def gold(self, split: str) -> list | None:
+        """Gold label ids of a split (a list per record for multi-label projects), or None without it."""
+        df = self.splits.get(split)
+        return None if df is None else self.task.gold(df["label"], self.taxonomy)
 
-def _label_id(taxonomy: Taxonomy, spec) -> int:
-    if spec.label not in taxonomy.names:
-        raise ConfigError(f"labeler {spec.name!r}: label {spec.label!r} is not in the taxonomy {list(taxonomy.names)}")
-    return taxonomy.id(spec.label)
+    def context(self) -> LabelingContext:
+        """What the LLM labelers' versions and programs depend on besides their settings."""
+        names, texts = list(self.taxonomy.names), self.taxonomy.texts()
+
+        def label_index(retriever: str):
+            from labelloop.programs.retrieval import LabelIndex
+
+            # embedded once per label set, kept beside the vote store
+            vectors = None if retriever == "bm25" else label_vectors(texts, self.config.store.parent / "labels")
+            return LabelIndex(names, vectors, retriever=retriever)
+
+        return LabelingContext(self.taxonomy, self.config.lm, label_index, self.programs)
+
+    def describe(self) -> str:
+        return str(self.config_path) if self.config_path else f"project {self.config.name!r}"
 
 
 def load_python_lfs(path: Path, names: list[str] | None = None) -> list[LabelingFunction]:
@@ -77,28 +82,10 @@ def load_python_lfs(path: Path, names: list[str] | None = None) -> list[Labeling
 
 
 def build_labelers(cfg: ProjectConfig, taxonomy: Taxonomy) -> tuple[list[LLMLabeler], list[LabelingFunction]]:
-    llm, heuristic = [], []
-    for spec in cfg.labelers:
-        if isinstance(spec, ZeroShotLF):
-            llm.append(zero_shot_labeler(taxonomy, spec.name, threshold=spec.threshold, calibration=spec.calibration))
-        elif isinstance(spec, PromptLF):
-            try:
-                llm.append(prompt_labeler(spec.name, spec.question, spec.answers, taxonomy,
-                                          threshold=spec.threshold, calibration=spec.calibration))
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
-        elif isinstance(spec, IRRLF):
-            llm.append(IRRLabeler(spec.name, infer_k=spec.infer_k, rank_n=spec.rank_n, rank_k=spec.rank_k,
-                                  chunk_words=spec.chunk_words, hint=spec.hint, retriever=spec.retriever))
-        elif isinstance(spec, KeywordLF):
-            heuristic.append(make_keyword_lf(spec.name, spec.words, _label_id(taxonomy, spec)))
-        elif isinstance(spec, RegexLF):
-            try:
-                heuristic.append(make_regex_lf(spec.name, spec.pattern, _label_id(taxonomy, spec)))
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
-        elif isinstance(spec, PythonLF):
-            heuristic.extend(load_python_lfs(spec.module, spec.names))
+    """Every configured labeler, LLM labelers first (they keep the config's order within each group)."""
+    built = [labeler for spec in cfg.labelers for labeler in spec.build(taxonomy)]
+    llm = [x for x in built if isinstance(x, LLMLabeler)]
+    heuristic = [x for x in built if not isinstance(x, LLMLabeler)]
     names = [lf.name for lf in llm] + [lf.name for lf in heuristic]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -111,29 +98,98 @@ def program_path(cfg: ProjectConfig, name: str) -> Path:
     return cfg.programs_dir / f"{name}.json"
 
 
-def load_programs(cfg: ProjectConfig, llm: list) -> dict[str, dict]:
+def load_programs(cfg: ProjectConfig, llm: list[LLMLabeler]) -> dict[str, dict]:
     """Optimized program states saved by `labelloop optimize`; their hash becomes part of each labeler's version."""
     programs = {}
     for labeler in llm:
         path = program_path(cfg, labeler.name)
-        if isinstance(labeler, IRRLabeler) and path.is_file():
+        if labeler.optimizable and path.is_file():
             saved = read_yaml(path, "optimized program")  # JSON is YAML
             if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict):
                 raise ConfigError(f"{path}: expected an optimized program written by `labelloop optimize`; "
                                   "delete it to use the zero-shot program")
             programs[labeler.name] = saved["state"]
-            labeler.program_state = state_hash(saved["state"])
     return programs
 
 
-def load_project(config_path: Path) -> Project:
-    cfg = load_config(config_path)
-    taxonomy = read_taxonomy(cfg.taxonomy)
+def _taxonomy(cfg: ProjectConfig) -> Taxonomy:
+    if isinstance(cfg.taxonomy, Path):
+        return read_taxonomy(cfg.taxonomy)
+    try:
+        return Taxonomy(tuple(x.name for x in cfg.taxonomy), tuple(x.description for x in cfg.taxonomy))
+    except ValueError as exc:
+        raise ConfigError(f"taxonomy: {exc}") from None
+
+
+def load_project(config: Path | str | dict, *, base_dir: Path | None = None, data: pd.DataFrame | None = None,
+                 gold: pd.DataFrame | None = None, test: pd.DataFrame | None = None) -> Project:
+    """Load and validate a whole project before anything runs.
+
+    Args:
+        config: a config YAML path, or the same keys as a dict.
+        base_dir: what relative paths in a dict config resolve against (default: the working folder).
+        data, gold, test: records as DataFrames, in place of the config's file paths (a dict config
+            may then leave out ``data``); columns as the config's ``data`` block names them.
+
+    Returns:
+        The project: config, taxonomy, splits and built labelers.
+    """
+    if isinstance(config, dict):
+        raw = dict(config)
+        if data is not None:
+            raw.setdefault("data", {})
+        cfg, config_path = parse_config(raw, base_dir or Path.cwd()), None
+    else:
+        cfg, config_path = load_config(Path(config)), Path(config)
+    taxonomy = _taxonomy(cfg)
     multilabel = cfg.task == "multilabel"
-    splits = {"train": read_records(cfg.data, multilabel=multilabel)}
-    for split, spec in (("dev", cfg.gold), ("test", cfg.test)):
-        if spec is not None:
-            splits[split] = read_records(spec, require_label=True, multilabel=multilabel)
-            check_labels(splits[split], taxonomy, spec.path)
+    frames = {"train": data, "dev": gold, "test": test}
+    specs = {"train": cfg.data, "dev": cfg.gold, "test": cfg.test}
+    splits = {}
+    for split, spec in specs.items():
+        if frames[split] is None and (spec is None or spec.path is None):
+            if split == "train":
+                raise ConfigError("data: give the records' file as `data: {path: ...}`, or pass them as a DataFrame")
+            continue
+        spec = spec or DataSpec()
+        required = split != "train"
+        df = read_records(spec, require_label=required, multilabel=multilabel) if frames[split] is None else \
+            records_frame(frames[split], spec, f"the {split} DataFrame", require_label=required, multilabel=multilabel)
+        if required:
+            check_labels(df, taxonomy, spec.path or f"the {split} DataFrame")
+        splits[split] = df
     llm, heuristic = build_labelers(cfg, taxonomy)
-    return Project(cfg, Path(config_path), taxonomy, splits, llm, heuristic, load_programs(cfg, llm))
+    return Project(cfg, config_path, taxonomy, splits, llm, heuristic, load_programs(cfg, llm))
+
+
+def scaffold_project(data: Path, output: Path, labels: list[str], *, id_column: str = "id",
+                     text_column: str = "text") -> tuple[int, Path]:
+    """Write a starter config and taxonomy for a data file (``labelloop init``); refuses to overwrite.
+
+    Returns:
+        The number of records read and the taxonomy file written.
+    """
+    import os
+
+    import yaml
+
+    from labelloop.flows.io import write_text
+    from labelloop.programs.errors import StateError
+
+    data, output = Path(data), Path(output)
+    if output.exists():
+        raise StateError(f"{output} already exists; refusing to overwrite it")
+    df = read_records(DataSpec(path=data, id=id_column, text=text_column))
+    if len(labels) < 2:
+        raise ConfigError(f"--labels needs at least two names, got {labels}")
+    taxonomy = output.parent / f"{output.stem}_taxonomy.yaml"
+    write_text(taxonomy, yaml.safe_dump({"labels": [{"name": n, "description": f"TODO: describe {n}"} for n in labels]},
+                                        sort_keys=False))
+    cfg = {"name": output.stem, "task": "multiclass",
+           "data": {"path": os.path.relpath(data, output.parent), "id": id_column, "text": text_column},
+           "taxonomy": taxonomy.name, "lm": {"model": "local"},
+           "labelers": [{"type": "zero_shot"},
+                        {"type": "keywords", "name": f"kw_{labels[0]}", "label": labels[0], "words": ["TODO"]}],
+           "label_model": "snorkel"}
+    write_text(output, yaml.safe_dump(cfg, sort_keys=False))
+    return len(df), taxonomy

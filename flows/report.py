@@ -44,6 +44,6 @@ def render_model_card(name: str, labels, metrics: dict, labelers: list[str]) -> 
         f"- labels: {', '.join(labels)}\n- labelers: {', '.join(labelers)}\n"
         f"- training records: {metrics['n_train']}\n- LLM: `{metrics['model']}`\n"
         f"{quality}\n\n"
-        "Load it with `labelloop predict` or `flows.train_student.load_student` (skops, no pickle). "
+        "Load it with `labelloop predict` or `labelloop.predict` (skops, no pickle). "
         "Inputs are short texts like the training data; expect lower accuracy on other domains.\n"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from labelers.labels import ABSTAIN
+from labelloop.labelers.labels import ABSTAIN
 
 
 def lf_summary(L: np.ndarray, names: list[str], *, L_dev: np.ndarray | None = None, y_dev=None,

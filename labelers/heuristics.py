@@ -6,7 +6,7 @@ import re
 
 from snorkel.labeling import LabelingFunction
 
-from labelers.labels import ABSTAIN
+from labelloop.labelers.labels import ABSTAIN
 
 
 def _keyword_vote(x, words: tuple[str, ...], pattern: re.Pattern, label: int) -> int:

@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
 
-from labelers.labels import ABSTAIN, Taxonomy
+from labelloop.labelers.base import LabelingContext, LLMLabeler
+from labelloop.labelers.labels import ABSTAIN, Taxonomy
 
 
 @dataclass
-class IRRLabeler:
-    """Settings of one Infer-Retrieve-Rank labeler (see ``programs.irr.InferRetrieveRank``).
+class IRRLabeler(LLMLabeler):
+    """Settings of one Infer-Retrieve-Rank labeler (see ``labelloop.programs.irr.InferRetrieveRank``).
 
-    ``program_state`` is the hash of an optimized program's saved demos and instructions, empty for
-    the zero-shot program; it is part of the version, so optimizing never reuses zero-shot answers.
+    An optimized program state saved by ``labelloop optimize`` (``ctx.states[name]``) is part of the
+    version through its hash, so optimizing never reuses zero-shot answers.
     """
+
+    optimizable = True
 
     name: str
     infer_k: int = 8
@@ -34,25 +37,31 @@ class IRRLabeler:
     chunk_words: int = 200
     hint: str = ""
     retriever: str = "embeddings"
-    program_state: str = ""
-    kind: str = "irr"
 
-    def version(self, model_identity: str, params: dict, taxonomy_fingerprint: str) -> str:
+    def version(self, ctx: LabelingContext) -> str:
         """Hash of everything that decides the answers: settings, program state, labels, model."""
-        from programs.choice import PROMPT_FORMAT
+        from labelloop.programs.choice import PROMPT_FORMAT
+        from labelloop.programs.retrieval import label_fingerprint
 
-        settings = {k: v for k, v in asdict(self).items() if k != "name"}
-        blob = json.dumps([PROMPT_FORMAT, settings, taxonomy_fingerprint, model_identity, params], sort_keys=True)
+        settings = {"infer_k": self.infer_k, "rank_n": self.rank_n, "rank_k": self.rank_k, "chunk_words": self.chunk_words,
+                    "hint": self.hint, "retriever": self.retriever, "program_state": state_hash(ctx.states.get(self.name)),
+                    "kind": "irr"}
+        model, params = ctx.lm.key()
+        blob = json.dumps([PROMPT_FORMAT, settings, label_fingerprint(ctx.taxonomy.texts()), model, params], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def vote_matrix(self, answers: list[dict | None], taxonomy: Taxonomy) -> sparse.csr_matrix:
+    def invalid(self, answers: list[dict | None]) -> int:
+        """Labels the ranker chose outside its candidates (dropped by the program)."""
+        return sum((a or {}).get("invalid") or 0 for a in answers)
+
+    def vote_sets(self, answers: list[dict | None], taxonomy: Taxonomy) -> sparse.csr_matrix:
         """(n, k) int8 votes: +1 chosen, -1 shown to the ranker but not chosen, 0 abstain.
 
         Labels not in the taxonomy (a stale answer) are ignored; a record whose ranker chose
         nothing abstains on every label.
 
         >>> tax = Taxonomy(("a", "b", "c"), ("", "", ""))
-        >>> IRRLabeler("irr").vote_matrix([{"chosen": ["b"], "candidates": ["b", "c"]}, None], tax).toarray().tolist()
+        >>> IRRLabeler("irr").vote_sets([{"chosen": ["b"], "candidates": ["b", "c"]}, None], tax).toarray().tolist()
         [[0, 1, -1], [0, 0, 0]]
         """
         index = {name: i for i, name in enumerate(taxonomy.names)}
@@ -72,12 +81,12 @@ class IRRLabeler:
         return np.array([taxonomy.names.index(a["chosen"][0]) if a and a.get("chosen") and a["chosen"][0] in taxonomy.names
                          else ABSTAIN for a in answers], dtype=int)
 
-    def scores(self, answers: list[dict | None], taxonomy: Taxonomy) -> np.ndarray:
+    def direct_scores(self, answers: list[dict | None], taxonomy: Taxonomy) -> np.ndarray:
         """The program's own answers as (n, k) scores: chosen labels >= 0.5, in ranking order; the other
         candidates below 0.5; labels never retrieved 0. What asking the LLM program directly gives.
 
         >>> tax = Taxonomy(("a", "b", "c"), ("", "", ""))
-        >>> IRRLabeler("irr").scores([{"chosen": ["b"], "ranking": ["b", "a"]}], tax).round(2).tolist()
+        >>> IRRLabeler("irr").direct_scores([{"chosen": ["b"], "ranking": ["b", "a"]}], tax).round(2).tolist()
         [[0.44, 1.0, 0.0]]
         """
         index = {name: j for j, name in enumerate(taxonomy.names)}
@@ -89,15 +98,32 @@ class IRRLabeler:
                 P[i, index[label]] = (1.0 if label in chosen else 0.49) - r / (10 * len(ranking))
         return P
 
-    def build_program(self, index, state: dict | None = None):
-        """The DSPy program for these settings over a label index, with an optimized state loaded when given."""
-        from programs.irr import InferRetrieveRank
+    def program(self, ctx: LabelingContext, *, optimized: bool = True, lm=None):
+        """The DSPy program over the taxonomy's label index, with the optimized state unless ``optimized`` is False.
 
-        program = InferRetrieveRank(index, infer_k=self.infer_k, rank_n=self.rank_n, rank_k=self.rank_k,
-                                    chunk_words=self.chunk_words, hint=self.hint)
+        ``lm`` is kept on the module for both steps: DSPy's optimizers reset per-predictor LMs.
+        """
+        from labelloop.programs.irr import InferRetrieveRank
+
+        program = InferRetrieveRank(ctx.label_index(self.retriever), infer_k=self.infer_k, rank_n=self.rank_n,
+                                    rank_k=self.rank_k, chunk_words=self.chunk_words, hint=self.hint,
+                                    infer_lm=lm, rank_lm=lm)
+        state = ctx.states.get(self.name) if optimized else None
         if state:
             program.load_state(state)
         return program
+
+    def prompt_cost(self, text: str, ctx: LabelingContext) -> tuple[int, int]:
+        """(LLM calls, prompt characters): Infer per chunk, one Rank (its candidates approximated by the
+        first ``rank_n`` labels)."""
+        from labelloop.programs.choice import CompactJSONAdapter
+        from labelloop.programs.irr import InferLabels, RankLabels, chunk_text
+
+        adapter, chunks = CompactJSONAdapter(), chunk_text(text, self.chunk_words)
+        chars = sum(len(m["content"]) for c in chunks for m in adapter.format(InferLabels, demos=[], inputs={"text": c}))
+        options = list(ctx.taxonomy.names[: self.rank_n])
+        rank = adapter.format(RankLabels, demos=[], inputs={"text": chunks[0], "options": options})
+        return len(chunks) + 1, chars + sum(len(m["content"]) for m in rank)
 
 
 def state_hash(state: dict | None) -> str:

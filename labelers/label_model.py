@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from labelers.labels import ABSTAIN
+from labelloop.labelers.labels import ABSTAIN
 
 
 def _check_L(L, cardinality: int, n_lfs: int | None = None) -> np.ndarray:
@@ -49,7 +49,7 @@ class MajorityVote:
         self.cardinality = cardinality
         self.seed = seed
 
-    def fit(self, L, class_balance=None) -> "MajorityVote":
+    def fit(self, L, class_balance=None) -> MajorityVote:
         L = _check_L(L, self.cardinality)
         self.n_lfs_ = L.shape[1]
         self.class_balance_ = None if class_balance is None else np.asarray(class_balance, dtype=float)
@@ -105,7 +105,7 @@ class LabelModelWrapper:
         self.lr = lr
         self.rebalance = rebalance
 
-    def fit(self, L, class_balance=None) -> "LabelModelWrapper":
+    def fit(self, L, class_balance=None) -> LabelModelWrapper:
         from snorkel.labeling.model import LabelModel
 
         L = _check_L(L, self.cardinality)

@@ -26,6 +26,14 @@ class Taxonomy:
     def __len__(self) -> int:
         return len(self.names)
 
+    def texts(self) -> list[str]:
+        """Each label's name, with its description when it has one (what label embeddings are made of).
+
+        >>> Taxonomy(("a", "b"), ("first", "")).texts()
+        ['a: first', 'b']
+        """
+        return [f"{n}: {d}" if d else n for n, d in zip(self.names, self.descriptions)]
+
     def id(self, name: str) -> int:
         """The id of a label name, or a clear error naming the known labels."""
         try:

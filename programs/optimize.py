@@ -11,7 +11,7 @@ import io
 
 import dspy
 
-from programs.metrics import rp_at_k
+from labelloop.programs.metrics import rp_at_k
 
 OPTIMIZERS = ("bootstrap_random_search", "mipro")
 

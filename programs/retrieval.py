@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 
-from programs.embeddings import DEFAULT_EMBEDDER, embed
+from labelloop.programs.embeddings import DEFAULT_EMBEDDER, embed
 
 RETRIEVERS = ("embeddings", "bm25", "hybrid")
 _TOKEN = re.compile(r"\w+")

@@ -3,6 +3,9 @@
 from typing import Literal
 
 import dspy
+import pydantic
+
+from labelloop.programs.taxonomy_rules import DESCRIPTION_HINT, MAX_EDITS
 
 
 class ClassifyText(dspy.Signature):
@@ -32,3 +35,77 @@ def classify_signature(labels: list[str], descriptions: list[str]) -> type[dspy.
     lines = [f"- {name}: {desc}" if desc else f"- {name}" for name, desc in zip(labels, descriptions, strict=True)]
     signature = ClassifyText.with_instructions(ClassifyText.instructions + "\n\nLabels:\n" + "\n".join(lines))
     return closed(signature, "label", labels)
+
+
+# Taxonomy bootstrapping (TnT-LLM style): summarise, name a group, generate, update, review.
+
+
+class Label(pydantic.BaseModel):
+    name: str = pydantic.Field(description="a few plain words")
+    description: str = pydantic.Field(description=DESCRIPTION_HINT)
+
+
+
+class SummariseText(dspy.Signature):
+    """In one short sentence, say what the writer wants or reports (their request or problem) as it matters for the use
+    case, leaving out names of products, places and people."""
+
+    text: str = dspy.InputField()
+    summary: str = dspy.OutputField(desc="one sentence")
+
+
+class NameGroup(dspy.Signature):
+    """Name one category of a taxonomy. The texts of this category share the keywords given, and the summaries show some
+    of them. The name is a few plain words for what these texts are about in general (use the keywords; not a product,
+    brand or single detail). The description is one sentence listing the kinds of texts it covers. Follow every rule."""
+
+    rules: str = dspy.InputField()
+    keywords: str = dspy.InputField(desc="words typical of this category's texts, most typical first")
+    summaries: str = dspy.InputField(desc="summaries of some of its texts")
+    problems: str = dspy.InputField(desc="problems with your previous answer, to fix now; 'none' on the first try")
+    name: str = dspy.OutputField()
+    description: str = dspy.OutputField()
+
+
+class GenerateTaxonomy(dspy.Signature):
+    """Propose a label set (taxonomy) for the use case from the summaries of a sample of texts: group the summaries into a
+    few broad categories that serve the use case and name each one by what its texts have in common, never by a single
+    product, brand or detail. Every label must fit several summaries. Follow every rule."""
+
+    use_case: str = dspy.InputField()
+    rules: str = dspy.InputField()
+    summaries: str = dspy.InputField(desc="numbered summaries of sampled texts")
+    problems: str = dspy.InputField(desc="problems with your previous answer, to fix now; 'none' on the first try")
+    labels: list[Label] = dspy.OutputField()
+
+
+EDITS_DESC = (f"at most {MAX_EDITS} edits, possibly none; each: action (add | change | merge | remove), labels (the current label "
+              "names it acts on: none to add, one to change or remove, two to merge), name and description (of the new, "
+              "changed or merged label; empty when kept or not needed)")
+
+
+class UpdateTaxonomy(dspy.Signature):
+    """Check the current taxonomy against new summaries: rate how well it fits them (1 = poorly, 5 = very well), then list
+    the edits it needs, if any: add a label for texts no label fits, merge two labels that overlap, change a label's name
+    or description to fit its texts better, remove a label that fits nothing. Labels no edit names stay as they are.
+    Follow every rule."""
+
+    use_case: str = dspy.InputField()
+    rules: str = dspy.InputField()
+    taxonomy: str = dspy.InputField(desc="the current labels, one JSON object per line")
+    summaries: str = dspy.InputField(desc="numbered summaries of new sampled texts")
+    problems: str = dspy.InputField(desc="problems with your previous answer, to fix now; 'none' on the first try")
+    rating: int = dspy.OutputField(desc="1 to 5")
+    edits: list = dspy.OutputField(desc=EDITS_DESC)
+
+
+class ReviewTaxonomy(dspy.Signature):
+    """Review the taxonomy a last time for the use case and list the edits it needs, if any: change a name to be clear or a
+    description to be precise, merge two labels that overlap so that labels are mutually exclusive. Labels no edit names
+    stay as they are. Follow every rule."""
+
+    use_case: str = dspy.InputField()
+    rules: str = dspy.InputField()
+    taxonomy: str = dspy.InputField(desc="the labels, one JSON object per line")
+    problems: str = dspy.InputField(desc="problems with your previous answer, to fix now; 'none' on the first try")
+    edits: list = dspy.OutputField(desc=EDITS_DESC)

@@ -60,6 +60,5 @@ def fake_lm(monkeypatch):
     from tests.fakes import rule_lm
 
     lm = rule_lm()
-    monkeypatch.setattr("flows.label_dataset.make_lm", lambda *a, **k: lm)
-    monkeypatch.setattr("flows.optimize.make_lm", lambda *a, **k: lm)
+    monkeypatch.setattr("labelloop.programs.lm.make_lm", lambda *a, **k: lm)
     return lm

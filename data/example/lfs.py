@@ -3,7 +3,7 @@ import re
 
 from snorkel.labeling import labeling_function
 
-from labelers.labels import ABSTAIN
+from labelloop.labelers.labels import ABSTAIN
 
 # label ids follow the order in taxonomy.yaml
 BILLING, SHIPPING, TECHNICAL_ISSUE, ACCOUNT_ACCESS, PRODUCT_QUESTION = range(5)

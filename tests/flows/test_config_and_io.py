@@ -3,9 +3,10 @@ import json
 import pytest
 import yaml
 
-from flows.config import ConfigError, DataSpec, load_config
-from flows.io import atomic_path, read_records, read_taxonomy, write_frame
-from flows.project import load_project
+from labelloop.flows.config import ConfigError, DataSpec, load_config
+from labelloop.programs.errors import DataError
+from labelloop.flows.io import atomic_path, read_records, read_taxonomy, write_frame
+from labelloop.flows.project import load_project
 
 
 def _edit(config_path, **changes):
@@ -71,18 +72,18 @@ def test_keyword_label_not_in_taxonomy(example_project):
 def test_bad_records(tmp_path, lines, message):
     path = tmp_path / "r.jsonl"
     path.write_text("\n".join(json.dumps(x) for x in lines))
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(DataError, match=message):
         read_records(DataSpec(path=path))
 
 
 def test_non_utf8_and_missing_files(tmp_path):
     path = tmp_path / "r.csv"
     path.write_bytes(b"id,text\n1,caf\xe9\n")
-    with pytest.raises(ConfigError, match="not UTF-8"):
+    with pytest.raises(DataError, match="not UTF-8"):
         read_records(DataSpec(path=path))
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(DataError, match="does not exist"):
         read_records(DataSpec(path=tmp_path / "missing.jsonl"))
-    with pytest.raises(ConfigError, match="line 2: expected one JSON object"):
+    with pytest.raises(DataError, match="line 2: expected one JSON object"):
         (tmp_path / "x.jsonl").write_text('{"id": 1, "text": "a"}\n{oops\n')
         read_records(DataSpec(path=tmp_path / "x.jsonl"))
 

@@ -1,7 +1,7 @@
-from flows.label_dataset import answer_with_llm
-from flows.store import VoteStore
-from labelers.labels import Taxonomy
-from labelers.llm import build_program, zero_shot_labeler
+from labelloop.flows.label_dataset import asker
+from labelloop.flows.store import VoteStore, stored_or_asked
+from labelloop.labelers.labels import Taxonomy
+from labelloop.labelers.llm import zero_shot_labeler
 from tests.fakes import rule_lm
 
 TAX = Taxonomy(("billing", "shipping"), ("money", "parcels"))
@@ -12,13 +12,14 @@ def test_concurrent_answers_are_stored_once(tmp_path):
     lm = rule_lm()
     labeler = zero_shot_labeler(TAX)
     items = [(f"r{i}", f"my parcel number {i}" if i % 2 else f"refund number {i}") for i in range(40)]
-    answers, calls, errors = answer_with_llm.fn(labeler.name, build_program(labeler), items, lm, store, "v1", max_concurrency=4, show_progress=False)
+    ask = asker(labeler.program(), lm)
+    answers, calls, errors = stored_or_asked(store, "v1", items, ask, name=labeler.name, max_concurrency=4, show_progress=False)
     assert (calls, errors) == (40, 0)
     assert [answers[f"r{i}"]["answer"] for i in range(4)] == ["billing", "shipping", "billing", "shipping"]
-    again, calls, _ = answer_with_llm.fn(labeler.name, build_program(labeler), items, lm, store, "v1", max_concurrency=4, show_progress=False)
+    again, calls, _ = stored_or_asked(store, "v1", items, ask, name=labeler.name, max_concurrency=4, show_progress=False)
     assert calls == 0 and again == answers and lm.engine.calls == 40
     # a changed text is a new question; an unchanged one is not
     items[0] = ("r0", "my parcel is lost")
-    changed, calls, _ = answer_with_llm.fn(labeler.name, build_program(labeler), items, lm, store, "v1", show_progress=False)
+    changed, calls, _ = stored_or_asked(store, "v1", items, ask, name=labeler.name, show_progress=False)
     assert calls == 1 and changed["r0"]["answer"] == "shipping"
     assert store.count() == 41

@@ -6,12 +6,14 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
-from flows.config import ConfigError, DataSpec
-from flows.io import read_records
-from flows.optimize import optimize_project
-from flows.project import load_project
-from flows.run_project import run_project
+from labelloop.flows.cli import app
+from labelloop.flows.config import ConfigError, DataSpec
+from labelloop.programs.errors import DataError
+from labelloop.flows.io import read_records
+from labelloop.flows.optimize import optimize_project
+from labelloop.flows.project import load_project
+from labelloop.flows.run_project import run_project
+from labelloop.labelers.irr import IRRLabeler
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -22,20 +24,20 @@ def test_multilabel_gold_is_read_from_lists_or_separated_strings(tmp_path):
     assert df["label"].tolist() == [["billing", "shipping"], ["shipping"]]
     (tmp_path / "b.jsonl").write_text('{"id": 1, "text": "hi", "label": ["billing", "billing"]}\n'
                                       '{"id": 2, "text": "yo", "label": 7}\n')
-    with pytest.raises(ConfigError, match=r"record '2': expected 'label' as a list of label names.*got 7"):
+    with pytest.raises(DataError, match=r"record '2': expected 'label' as a list of label names.*got 7"):
         read_records(DataSpec(path=tmp_path / "b.jsonl"), require_label=True, multilabel=True)
 
 
 def test_unknown_gold_label_in_a_list_is_named(multilabel_project):
     dev = multilabel_project.parent / "dev.jsonl"
     dev.write_text(dev.read_text().replace('"shipping"', '"shiping"', 1))
-    with pytest.raises(ConfigError, match="shiping"):
+    with pytest.raises(DataError, match="shiping"):
         load_project(multilabel_project)
 
 
 def test_multilabel_run_end_to_end_then_optimize(multilabel_project, fake_lm):
     project = load_project(multilabel_project)
-    assert project.multilabel and project.llm_labelers[0].kind == "irr"
+    assert project.task.name == "multilabel" and isinstance(project.llm_labelers[0], IRRLabeler)
     run_dir = run_project(project, show_progress=False)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["task"] == "multilabel" and metrics["llm_calls"] == fake_lm.engine.calls > 0
@@ -60,14 +62,14 @@ def test_multilabel_run_end_to_end_then_optimize(multilabel_project, fake_lm):
     assert all(isinstance(p["labels"], list) for p in preds) and any(p["labels"] for p in preds)
 
     # optimize: saved, loaded by the next run under a new version, so its answers are computed afresh
-    calls = fake_lm.engine.calls
+    calls, before = fake_lm.engine.calls, project.llm_labelers[0].version(project.context())
     rows = optimize_project(project)
     assert rows[0]["path"] == multilabel_project.parent / "optimized" / "irr.json" and rows[0]["path"].is_file()
     assert {c["seed"] for c in rows[0]["candidates"]} == {-3, -1, 0}
     assert fake_lm.engine.calls > calls
     reloaded = load_project(multilabel_project)
-    assert reloaded.llm_labelers[0].program_state and "irr" in reloaded.programs
-    from flows.plan import plan_calls
+    assert "irr" in reloaded.programs and reloaded.llm_labelers[0].version(reloaded.context()) != before
+    from labelloop.flows.plan import plan_calls
 
     assert plan_calls(reloaded)[0]["llm_calls"] > 0 and plan_calls(project)[0]["llm_calls"] == 0
 
@@ -81,7 +83,7 @@ def test_irr_answers_outside_the_taxonomy_are_counted(multilabel_project, monkey
         return ["billing", "tax advice"] if field == "guesses" else ["billing", "tax advice", "shipping"]
 
     lm = dspy.LM("fake/rule", engine=RuleEngine(answer), cache=False)
-    monkeypatch.setattr("flows.label_dataset.make_lm", lambda *a, **k: lm)
+    monkeypatch.setattr("labelloop.programs.lm.make_lm", lambda *a, **k: lm)
     run_dir = run_project(load_project(multilabel_project), train=False, show_progress=False)
     summary = pd.read_csv(run_dir / "lf_summary.csv").set_index("labeler")
     assert summary.loc["irr", "invalid_answers"] == 144  # one per record, dropped, never a crash

@@ -1,7 +1,7 @@
 import pytest
 
-from flows.plan import estimate_cost, plan_calls
-from flows.project import load_project
+from labelloop.flows.plan import estimate_cost, plan_calls
+from labelloop.flows.project import load_project
 
 
 def test_cost_uses_bundled_price_list():

@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
-from flows.config import ConfigError
-from flows.project import load_project
-from flows.run_project import require_stored, run_project
-from flows.train_student import load_student
+from labelloop.flows.cli import app
+from labelloop.programs.errors import StateError
+from labelloop.flows.project import load_project
+from labelloop.flows.run_project import require_stored, run_project
+from labelloop.flows.predict import load_student
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -65,7 +65,7 @@ def test_crash_mid_run_keeps_every_answer_already_paid_for(example_project, fake
 
 
 def test_train_refuses_to_call_the_llm(example_project, fake_lm):
-    with pytest.raises(ConfigError, match="not stored yet; run `labelloop label"):
+    with pytest.raises(StateError, match="not stored yet; run `labelloop label"):
         require_stored(load_project(example_project))
     assert fake_lm.engine.calls == 0
 

@@ -3,9 +3,9 @@ import pytest
 import skops.io as sio
 from sklearn.tree import DecisionTreeClassifier
 
-from flows.config import ConfigError
-from flows.train_student import load_student, save_student
-from labelers.student import fit_student, make_student
+from labelloop.flows.config import ConfigError
+from labelloop.flows.predict import load_student, save_student
+from labelloop.labelers.student import fit_student, make_student
 
 TEXTS = ["refund my money", "charged twice, refund please", "parcel is late", "where is my parcel",
          "invoice wrong refund", "parcel never arrived"] * 4

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from labelers.label_model import LabelModelWrapper, MajorityVote, estimate_class_balance
-from labelers.labels import ABSTAIN
+from labelloop.labelers.label_model import LabelModelWrapper, MajorityVote, estimate_class_balance
+from labelloop.labelers.labels import ABSTAIN
 
 
 def _synthetic(n=2000, seed=0):

@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
 
-from labelers.labels import ABSTAIN, Taxonomy
-from labelers.llm import prompt_labeler, zero_shot_labeler
+from labelloop.labelers.base import LabelingContext
+from labelloop.labelers.labels import ABSTAIN, Taxonomy
+from labelloop.labelers.llm import prompt_labeler, zero_shot_labeler
+from labelloop.programs.lm import LMSpec
 
 TAX = Taxonomy(("ham", "spam"), ("a real comment", "self-promotion"))
 
@@ -19,21 +21,21 @@ def test_verbalizer_maps_answers_and_abstains():
 def test_contextual_calibration_removes_a_yes_bias():
     lf = prompt_labeler("q", "Q?", {"yes": "spam", "no": "ham"}, TAX, calibration="content_free")
     # the model says yes with 0.8 even on content-free input: 0.8 on a real record is no evidence
-    lf.fit_calibration(content_free_answers=[_ans(0.8), _ans(0.8)])
+    lf.fit(extra=[_ans(0.8), _ans(0.8)])
     assert lf.vote(_ans(0.7)) == 0  # below the bias -> "no" -> ham
     assert lf.vote(_ans(0.95)) == 1
     uncalibrated = prompt_labeler("q", "Q?", {"yes": "spam", "no": "ham"}, TAX, calibration="none")
-    assert uncalibrated.fit_calibration(content_free_answers=[_ans(0.8)]).vote(_ans(0.7)) == 1
+    assert uncalibrated.fit(extra=[_ans(0.8)]).vote(_ans(0.7)) == 1
 
 
 def test_batch_calibration_matches_the_class_balance():
     lf = zero_shot_labeler(TAX)
     # the model leans "spam" on every record; half of them are ham
     pool = [{"answer": "spam", "probs": {"ham": h, "spam": 1 - h}} for h in (0.1, 0.2, 0.3, 0.4)]
-    lf.fit_calibration(pool, class_balance=[0.5, 0.5])
+    lf.fit(pool, class_balance=[0.5, 0.5])
     assert lf.votes(pool).tolist() == [1, 1, 0, 0]
     # with a dev class balance of 60% spam only the most ham-like record flips
-    lf.fit_calibration(pool, class_balance=[0.4, 0.6])
+    lf.fit(pool, class_balance=[0.4, 0.6])
     assert lf.votes(pool).tolist() == [1, 1, 1, 0]
 
 
@@ -51,10 +53,12 @@ def test_version_changes_with_prompt_and_model_but_not_verbalizer():
     a = prompt_labeler("q", "Q?", {"yes": "spam", "no": "abstain"}, TAX)
     b = prompt_labeler("q", "Q?", {"yes": "spam", "no": "ham"}, TAX)
     c = prompt_labeler("q", "Other?", {"yes": "spam", "no": "abstain"}, TAX)
-    assert a.version("m1", {}) == b.version("m1", {})
-    assert a.version("m1", {}) != c.version("m1", {})
-    assert a.version("m1", {}) != a.version("m2", {})
-    assert a.version("m1", {"temperature": 0}) != a.version("m1", {"temperature": 1})
+    at = lambda **lm: LabelingContext(TAX, LMSpec(**{"model": "m1", **lm}))  # noqa: E731
+    assert a.version(at()) == b.version(at())
+    assert a.version(at()) != c.version(at())
+    assert a.version(at()) != a.version(at(model="m2"))
+    assert a.version(at(temperature=0)) != a.version(at(temperature=1))
+    assert a.version(at(max_concurrency=1)) == a.version(at(max_concurrency=8))  # speed is not identity
 
 
 def test_verbalizer_with_unknown_label_is_a_clear_error():

@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from labelers.irr import IRRLabeler
-from labelers.labels import Taxonomy
-from labelers.multilabel import MultiLabelModel, gold_matrix, label_prevalence, multilabel_scores, multilabel_summary
-from labelers.student import SoftOneVsRest, fit_multilabel_student
+from labelloop.labelers.base import LabelingContext
+from labelloop.labelers.irr import IRRLabeler
+from labelloop.labelers.labels import Taxonomy
+from labelloop.labelers.multilabel import MultiLabelModel, gold_matrix, label_prevalence, multilabel_scores, multilabel_summary
+from labelloop.labelers.student import SoftOneVsRest, fit_multilabel_student
+from labelloop.programs.lm import LMSpec
 
 
 def _synthetic(n=400, seed=0):
@@ -51,7 +53,7 @@ def test_scores_and_summary_on_known_votes():
     P = np.array([[0.9, 0.2], [0.6, 0.7], [0.1, 0.0]])
     s = multilabel_scores(Y, P, ["a", "b"])
     assert (s["micro_f1"], s["macro_f1"], s["rp5"], s["n"]) == (1.0, 1.0, 1.0, 3)
-    irr = IRRLabeler("irr").vote_matrix([{"chosen": ["a"], "candidates": ["a", "b"]}, {"chosen": ["a", "b"]}, None],
+    irr = IRRLabeler("irr").vote_sets([{"chosen": ["a"], "candidates": ["a", "b"]}, {"chosen": ["a", "b"]}, None],
                                         Taxonomy(("a", "b"), ("", "")))
     kw = sparse.csr_matrix(np.array([[0, 1], [0, 0], [0, 0]], dtype=np.int8))
     summary = multilabel_summary([irr, kw], ["irr", "kw"], votes_dev=[irr, kw], Y_dev=Y, invalid={"irr": 2})
@@ -81,8 +83,10 @@ def test_irr_labeler_versions_and_multiclass_votes():
     tax = Taxonomy(("a", "b"), ("", ""))
     irr = IRRLabeler("irr")
     assert irr.votes([{"chosen": ["b", "a"]}, {"chosen": []}, {"chosen": ["zzz"]}, None], tax).tolist() == [1, -1, -1, -1]
-    base = irr.version("model@1", {}, "labels-1")
-    assert base == IRRLabeler("other_name").version("model@1", {}, "labels-1")  # the name is not part of it
-    changed = [IRRLabeler("irr", rank_n=10).version("model@1", {}, "labels-1"), irr.version("model@2", {}, "labels-1"),
-               irr.version("model@1", {}, "labels-2"), IRRLabeler("irr", program_state="abc").version("model@1", {}, "labels-1")]
+    ctx = LabelingContext(tax, LMSpec(model="model@1"))
+    base = irr.version(ctx)
+    assert base == IRRLabeler("other_name").version(ctx)  # the name is not part of it
+    other_labels = LabelingContext(Taxonomy(("a", "c"), ("", "")), ctx.lm)
+    changed = [IRRLabeler("irr", rank_n=10).version(ctx), irr.version(LabelingContext(tax, LMSpec(model="model@2"))),
+               irr.version(other_labels), irr.version(LabelingContext(tax, ctx.lm, states={"irr": {"demos": [1]}}))]
     assert base not in changed and len(set(changed)) == 4

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from labelers.analysis import lf_summary, scores
-from labelers.student import fit_student, predict_proba_full
+from labelloop.labelers.analysis import lf_summary, scores
+from labelloop.labelers.student import fit_student, predict_proba_full
 
 TEXTS = ["refund my money", "charged twice, refund please", "parcel is late", "where is my parcel",
          "invoice wrong refund", "parcel never arrived"] * 5

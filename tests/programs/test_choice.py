@@ -2,7 +2,7 @@ import dspy
 import pytest
 from dspy.utils import DummyLM
 
-from programs.choice import option_probabilities, question_program, zero_shot_program
+from labelloop.programs.choice import option_probabilities, question_program, zero_shot_program
 from tests.fakes import rule_lm
 
 LABELS = ["billing", "shipping", "technical_issue"]

@@ -3,8 +3,8 @@
 import dspy
 import pytest
 
-from programs.choice import question_program, zero_shot_program
-from programs.lm import ModelNotAvailable, embedded_model_path, make_lm
+from labelloop.programs.choice import question_program, zero_shot_program
+from labelloop.programs.lm import ModelNotAvailable, embedded_model_path, make_lm
 
 pytestmark = pytest.mark.llm_call
 

@@ -6,9 +6,9 @@ import dspy
 import numpy as np
 import pytest
 
-from programs.irr import InferRetrieveRank, chunk_text
-from programs.metrics import mean_rp_at_k, rp_at_k
-from programs.retrieval import LabelIndex, label_fingerprint
+from labelloop.programs.irr import InferRetrieveRank, chunk_text
+from labelloop.programs.metrics import mean_rp_at_k, rp_at_k
+from labelloop.programs.retrieval import LabelIndex, label_fingerprint
 from tests.fakes import RuleEngine
 
 LABELS = ["billing", "shipping", "technical issue", "account access", "product question", "returns policy"]

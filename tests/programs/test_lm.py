@@ -3,8 +3,8 @@ import sys
 
 import pytest
 
-from programs import lm as lm_mod
-from programs.lm import EmbeddedModel, ModelNotAvailable, embedded_model_path, make_lm
+from labelloop.programs import lm as lm_mod
+from labelloop.programs.lm import EmbeddedModel, ModelNotAvailable, embedded_model_path, make_lm
 
 
 def _fake_model(tmp_path, monkeypatch, chunks: list[bytes], sha: str | None = None):

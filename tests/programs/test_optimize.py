@@ -5,9 +5,9 @@ from __future__ import annotations
 import dspy
 import pytest
 
-from programs.irr import InferRetrieveRank
-from programs.optimize import compile_program, examples, ranking_metric
-from programs.retrieval import LabelIndex
+from labelloop.programs.irr import InferRetrieveRank
+from labelloop.programs.optimize import compile_program, examples, ranking_metric
+from labelloop.programs.retrieval import LabelIndex
 from tests.fakes import RuleEngine, default_answer
 
 LABELS = ["billing", "shipping", "technical issue", "account access", "product question"]

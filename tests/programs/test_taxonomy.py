@@ -1,15 +1,15 @@
 import dspy
 import pytest
 
-from programs.taxonomy import (
+from labelloop.programs.taxonomy import (
     NONE_OF_THESE,
     Constraints,
     Summariser,
-    TaxonomyError,
     TaxonomyStep,
     assignment_program,
     validate_taxonomy,
 )
+from labelloop.programs.errors import TaxonomyError
 from tests.fakes_taxonomy import GOLD, taxonomy_lm
 
 
@@ -197,7 +197,7 @@ def test_a_model_that_keeps_repeating_labels_gets_each_first_one_after_the_last_
 
 @pytest.mark.parametrize("by", ["text", "summary"])
 def test_records_are_grouped_by_meaning_with_their_typical_words(by):
-    from programs.taxonomy import group_records
+    from labelloop.programs.clustering import group_records
 
     refunds = ["Customer wants a refund for a returned item", "Customer asks when the refund for the return comes back",
                "Customer was charged twice and wants a refund"]

@@ -1,0 +1,61 @@
+"""labelloop: turn unlabeled text into a trained, deployable classifier with an LLM in the loop.
+
+The Python API, for notebooks and other programs: plain functions, no Prefect server needed.
+
+    import labelloop
+    project = labelloop.load_project("data/example/config.yaml")   # or a dict, with DataFrames
+    labelloop.plan(project)                    # LLM calls still to pay for, per labeler
+    run_dir = labelloop.run(project)           # label + denoise + train + evaluate -> run folder
+    labelloop.predict(run_dir, ["Where is my parcel?"])
+
+(see README.md, "Using it from Python"). The command line (``labelloop ...``) and the Prefect
+flows (``labelloop.flows``) are thin layers over these functions.
+"""
+
+from __future__ import annotations
+
+from labelloop.flows.label_dataset import LabelingResult, label_dataset
+from labelloop.flows.plan import plan_calls as plan
+from labelloop.flows.predict import load_student, predict
+from labelloop.flows.project import Project, load_project
+from labelloop.flows.run_project import require_stored, run_project
+from labelloop.labelers.base import LabelingContext, LLMLabeler
+from labelloop.labelers.heuristics import make_keyword_lf, make_regex_lf
+from labelloop.labelers.irr import IRRLabeler
+from labelloop.labelers.label_model import LabelModelWrapper, MajorityVote, make_label_model
+from labelloop.labelers.llm import prompt_labeler, zero_shot_labeler
+from labelloop.labelers.multilabel import MultiLabelModel
+from labelloop.programs.errors import (
+    ConfigError,
+    DataError,
+    LabelloopError,
+    ModelNotAvailable,
+    NotEnoughVotes,
+    StateError,
+    TaxonomyError,
+)
+from labelloop.programs.lm import LMSpec, make_lm
+
+__all__ = [
+    "ConfigError", "DataError", "IRRLabeler", "LLMLabeler", "LMSpec", "LabelModelWrapper", "LabelingContext",
+    "LabelingResult", "LabelloopError", "MajorityVote", "ModelNotAvailable", "MultiLabelModel", "NotEnoughVotes",
+    "Project", "StateError", "TaxonomyError", "label", "label_dataset", "load_project", "load_student",
+    "make_keyword_lf", "make_label_model", "make_lm", "make_regex_lf", "plan", "predict", "prompt_labeler", "run",
+    "train", "zero_shot_labeler",
+]
+
+
+def label(project: Project, *, lm=None, show_progress: bool = False):
+    """Run every labeler and the label model; returns the run folder (votes, probabilistic labels, LF summary)."""
+    return run_project(project, train=False, lm=lm, show_progress=show_progress)
+
+
+def train(project: Project, *, show_progress: bool = False):
+    """Label model and student from stored LLM answers only (never calls the LLM); returns the run folder."""
+    require_stored(project)
+    return run_project(project, train=True, show_progress=show_progress)
+
+
+def run(project: Project, *, lm=None, show_progress: bool = False):
+    """Label, denoise, train the student, evaluate and report; returns the run folder."""
+    return run_project(project, train=True, lm=lm, show_progress=show_progress)

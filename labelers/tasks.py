@@ -1,0 +1,208 @@
+"""The task a project labels for, as one object: multi-class (one label per record) or multi-label.
+
+A task supplies everything that differs between the two: how labeler answers become the label
+matrix, which label model denoises it, which student learns from it, how it is scored and
+summarised, and the frame of probabilistic labels. ``labelloop.flows.run_project`` has one path
+and asks the task.
+
+Votes on one split are, for multi-class, an (n, m) int array of label ids or ABSTAIN; for
+multi-label, a list of m sparse (n, k) int8 matrices, +1 / -1 / 0 (see ``labelers.multilabel``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from labelloop.labelers.analysis import lf_summary, scores
+from labelloop.labelers.base import single_label_votes
+from labelloop.labelers.label_model import estimate_class_balance, make_label_model
+from labelloop.labelers.labels import ABSTAIN, Taxonomy
+from labelloop.labelers.multilabel import (
+    MultiLabelModel,
+    gold_matrix,
+    label_prevalence,
+    multilabel_scores,
+    multilabel_summary,
+    rankings,
+)
+from labelloop.labelers.student import fit_multilabel_student, fit_student, make_student, predict_proba_full
+from labelloop.programs.errors import NotEnoughVotes
+
+
+def _require_covered(covered: np.ndarray) -> None:
+    if covered.sum() < 2:
+        raise NotEnoughVotes(f"only {int(covered.sum())} record(s) got any vote; add labelers or data before training")
+
+
+class MultiClass:
+    """One label per record: Snorkel's LabelModel (or majority vote) over L, a logistic regression student."""
+
+    name = "multiclass"
+    score_columns = ("accuracy", "macro_f1", "coverage", "n")
+
+    def gold(self, labels, taxonomy: Taxonomy) -> list[int]:
+        return [taxonomy.id(x) for x in labels]
+
+    def class_balance(self, gold: list | None, k: int):
+        """Class balance of gold dev labels (add-one smoothed), or None without them."""
+        return estimate_class_balance(gold, k) if gold else None
+
+    def votes(self, llm_votes: list, heuristic: np.ndarray, taxonomy: Taxonomy, n: int) -> np.ndarray:
+        """The label matrix: the LLM labelers' columns, then the heuristic LFs'."""
+        llm = np.stack(llm_votes, axis=1) if llm_votes else np.empty((n, 0), dtype=int)
+        return np.concatenate([llm, heuristic], axis=1).astype(int)
+
+    def llm_votes(self, labeler, answers, taxonomy: Taxonomy):
+        return labeler.votes(answers, taxonomy)
+
+    def covered(self, V) -> np.ndarray:
+        return (np.asarray(V) != ABSTAIN).any(axis=1)
+
+    def fit_label_model(self, kind: str, V, k: int, gold_dev=None, seed: int = 0):
+        """The configured label model and majority vote, fitted on the train votes.
+
+        Returns:
+            (label model, majority vote, the kind actually used: Snorkel needs three labelers).
+        """
+        balance = estimate_class_balance(gold_dev, k) if gold_dev is not None and len(gold_dev) else None
+        if kind == "snorkel" and V.shape[1] < 3:
+            kind = "majority"  # Snorkel refuses fewer than three labelers
+        model = make_label_model(kind, k, seed).fit(V, class_balance=balance)
+        majority = make_label_model("majority", k, seed).fit(V, class_balance=balance)
+        return model, majority, kind
+
+    def train_student(self, texts: list[str], P: np.ndarray, covered: np.ndarray, spec, seed: int):
+        """The student, trained on the records at least one labeler voted on."""
+        _require_covered(covered)
+        student = make_student(spec.features, max_features=spec.max_features, C=spec.C, seed=seed)
+        try:
+            return fit_student([t for t, c in zip(texts, covered) if c], P[covered], min_confidence=spec.min_confidence,
+                               student=student, seed=seed)
+        except ValueError as exc:
+            raise NotEnoughVotes(str(exc)) from None
+
+    def evaluate(self, gold: list, V, texts: list[str], model, majority, student, direct: dict, names) -> dict:
+        """Scores per method on one gold split; ``direct``: labeler name -> what asking the LLM directly gives."""
+        y, k = np.array(gold), len(names)
+        rows = {"majority_vote": scores(y, majority.predict(V), k), "label_model": scores(y, model.predict(V), k)}
+        if student is not None:
+            rows["student"] = scores(y, predict_proba_full(student, texts, k).argmax(axis=1), k)
+        for name, P in direct.items():
+            rows[f"{name}_llm"] = scores(y, np.where(P.sum(axis=1) > 0, P.argmax(axis=1), ABSTAIN), k)
+        return rows
+
+    def summary(self, V, names: list[str], V_dev=None, gold_dev=None, invalid=None, k: int = 0) -> pd.DataFrame:
+        return lf_summary(V, names, L_dev=V_dev, y_dev=gold_dev, invalid=invalid)
+
+    def probabilities(self, ids, texts, P: np.ndarray, covered: np.ndarray, names) -> pd.DataFrame:
+        """One row per train record: p_<label> columns, the label and its confidence (empty where nobody voted)."""
+        frame = pd.DataFrame(P, columns=[f"p_{n}" for n in names])
+        frame.insert(0, "id", ids)
+        frame.insert(1, "text", texts)
+        frame["label"] = np.where(covered, np.array(names, dtype=object)[P.argmax(axis=1)], "")
+        frame["confidence"] = np.where(covered, P.max(axis=1), 0.0)
+        return frame
+
+    def label_counts(self, frame: pd.DataFrame) -> dict:
+        return frame.loc[frame["label"] != "", "label"].value_counts().to_dict()
+
+    def matrix_frame(self, names: list[str], ids, texts, V, label_names) -> pd.DataFrame:
+        """The label matrix as a readable frame: one column per labeler, label names or empty for abstain."""
+        frame = pd.DataFrame({"id": ids, "text": texts})
+        lookup = np.array(list(label_names) + [""], dtype=object)
+        for j, name in enumerate(names):
+            frame[name] = lookup[np.where(V[:, j] == ABSTAIN, -1, V[:, j])]
+        return frame
+
+    def model_info(self, model) -> dict:
+        return {}
+
+    def predictions(self, proba: np.ndarray, classes, names) -> dict:
+        """Columns of a prediction frame from a student's probabilities."""
+        return {"label": [names[i] for i in np.asarray(classes)[proba.argmax(axis=1)]], "confidence": proba.max(axis=1)}
+
+
+class MultiLabel:
+    """Label sets: one binary label model per label, a one-vs-rest student, micro/macro F1 and RP@k."""
+
+    name = "multilabel"
+    score_columns = ("micro_f1", "macro_f1", "rp5", "rp10", "n")
+
+    def gold(self, labels, taxonomy: Taxonomy) -> list[list[int]]:
+        return [[taxonomy.id(x) for x in v] for v in labels]
+
+    def class_balance(self, gold: list | None, k: int):
+        """Each label's share of all gold dev labels, or None without them."""
+        flat = [j for ids in gold or [] for j in ids]
+        return estimate_class_balance(flat, k) if flat else None
+
+    def votes(self, llm_votes: list, heuristic: np.ndarray, taxonomy: Taxonomy, n: int) -> list:
+        k = len(taxonomy)
+        return list(llm_votes) + [single_label_votes(heuristic[:, j], k) for j in range(heuristic.shape[1])]
+
+    def llm_votes(self, labeler, answers, taxonomy: Taxonomy):
+        return labeler.vote_sets(answers, taxonomy)
+
+    def covered(self, V) -> np.ndarray:
+        if not V:
+            return np.zeros(0, bool)
+        return np.asarray(sum(abs(v) for v in V).sum(axis=1)).ravel() > 0
+
+    def fit_label_model(self, kind: str, V, k: int, gold_dev=None, seed: int = 0):
+        """One binary label model per label, and majority vote; label prevalence comes from gold dev labels."""
+        prevalence = label_prevalence(gold_matrix(gold_dev, k)) if gold_dev else None
+        return MultiLabelModel(kind, seed).fit(V, prevalence), MultiLabelModel("majority", seed), kind
+
+    def train_student(self, texts: list[str], P: np.ndarray, covered: np.ndarray, spec, seed: int):
+        _require_covered(covered)
+        student = make_student(spec.features, max_features=spec.max_features, C=spec.C, seed=seed, multilabel=True)
+        try:
+            return fit_multilabel_student([t for t, c in zip(texts, covered) if c], P[covered], seed=seed, student=student)
+        except ValueError as exc:
+            raise NotEnoughVotes(str(exc)) from None
+
+    def evaluate(self, gold: list, V, texts: list[str], model, majority, student, direct: dict, names) -> dict:
+        names = list(names)
+        Y = gold_matrix(gold, len(names))
+        rows = {"majority_vote": multilabel_scores(Y, majority.predict_proba(V), names),
+                "label_model": multilabel_scores(Y, model.predict_proba(V), names)}
+        if student is not None:
+            rows["student"] = multilabel_scores(Y, student.predict_proba(texts), names)
+        for name, P in direct.items():
+            rows[f"{name}_llm"] = multilabel_scores(Y, P, names)
+        return rows
+
+    def summary(self, V, names: list[str], V_dev=None, gold_dev=None, invalid=None, k: int = 0) -> pd.DataFrame:
+        return multilabel_summary(V, names, votes_dev=V_dev, Y_dev=None if gold_dev is None else gold_matrix(gold_dev, k),
+                                  invalid=invalid)
+
+    def probabilities(self, ids, texts, P: np.ndarray, covered: np.ndarray, names) -> pd.DataFrame:
+        """One row per train record: the labels with probability >= 0.5, and the top ten with their probabilities."""
+        names = list(names)
+        top = rankings(P, names, 10)
+        frame = pd.DataFrame({"id": ids, "text": texts})
+        frame["labels"] = [[names[j] for j in np.flatnonzero(row >= 0.5)] if c else [] for row, c in zip(P, covered)]
+        frame["top_labels"] = top
+        frame["top_probs"] = [[float(round(P[i, names.index(x)], 4)) for x in row] for i, row in enumerate(top)]
+        return frame
+
+    def label_counts(self, frame: pd.DataFrame) -> dict:
+        return pd.Series([x for row in frame["labels"] for x in row]).value_counts().head(30).to_dict()
+
+    def matrix_frame(self, names: list[str], ids, texts, V, label_names) -> pd.DataFrame:
+        """One column per labeler: the list of labels it voted for."""
+        frame = pd.DataFrame({"id": ids, "text": texts})
+        for name, v in zip(names, V):
+            frame[name] = [[label_names[j] for j in row.indices[row.data > 0]] for row in v]
+        return frame
+
+    def model_info(self, model) -> dict:
+        return {"labels_with_snorkel": model.labels_with_snorkel}
+
+    def predictions(self, proba: np.ndarray, classes, names) -> dict:
+        return {"labels": [[names[j] for j in np.flatnonzero(row >= 0.5)] for row in proba],
+                "top_label": [names[j] for j in proba.argmax(axis=1)], "confidence": proba.max(axis=1)}
+
+
+TASKS = {task.name: task for task in (MultiClass(), MultiLabel())}

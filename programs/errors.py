@@ -1,0 +1,39 @@
+"""The errors a user meets, in one family: the CLI prints any of them as one line and exits with code 2.
+
+A leaf module (it imports nothing of labelloop), so every layer can raise them.
+"""
+
+from __future__ import annotations
+
+
+class LabelloopError(Exception):
+    """Base of every error labelloop reports to a user; the message says what was expected and what arrived."""
+
+
+class ConfigError(LabelloopError, ValueError):
+    """A config, taxonomy or saved-program file is invalid or asks for something that does not exist."""
+
+
+class DataError(LabelloopError, ValueError):
+    """A data file or frame is missing, unreadable, or lacks the columns and values a project needs."""
+
+
+class ModelNotAvailable(LabelloopError, RuntimeError):
+    """A model (the embedded LLM, a GGUF file, the sentence embedder) is not installed or fails its checksum."""
+
+
+class NotEnoughVotes(LabelloopError, ValueError):
+    """The weak labels are too few or too one-sided to fit a label model or train a student."""
+
+
+class StateError(LabelloopError, RuntimeError):
+    """The project is not in the state a command needs (answers not stored yet, an output that would be overwritten)."""
+
+
+class TaxonomyError(LabelloopError, RuntimeError):
+    """A taxonomy step's answers stayed invalid after every attempt; the message names the step and the problems."""
+
+    def __init__(self, step: str, problems: list[str], attempts: int):
+        self.step, self.problems, self.attempts = step, problems, attempts
+        super().__init__(f"taxonomy step {step!r} gave no valid answer in {attempts} attempt(s); "
+                         f"last problems: {'; '.join(problems)}")
