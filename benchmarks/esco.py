@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "datasets" / "esco"
 CACHE = ROOT / "benchmarks" / ".cache" / "esco"
 HINT = "The texts are snippets from job ads; the labels are ESCO skills, competences and knowledge areas."
@@ -46,13 +45,34 @@ def _score(rankings, golds, calls, seconds, timed: int) -> dict:
 
 def _run_program(name, program, records, lm, store, version, fresh_calls):
     """Answers for every record: from the vote store, or from the program (then stored), as labelling does."""
-    from labelloop.flows.label_dataset import answer_with_llm
+    from labelloop.flows.label_dataset import asker
+    from labelloop.flows.store import stored_or_asked
 
     items = [(r["id"], r["text"]) for r in records]
     n_new = len(items) - len(store.get_many(version, items))
     started = time.time()
-    answers, fresh_calls[name], _ = answer_with_llm.fn(name, program, items, lm, store, version)
+    answers, fresh_calls[name], _ = stored_or_asked(store, version, items, asker(program, lm), name=name)
     return [answers[r["id"]] for r in records], time.time() - started, n_new
+
+
+def _rekey(store, labeler, ctx, lm) -> str:
+    """Answers stored before the benchmark keyed its LM by ``LMSpec.key`` (which adds the temperature) move to the
+    new key; returns the old version."""
+    from labelloop.labelers.base import LabelingContext
+    from labelloop.programs.lm import LMSpec
+
+    class OldKey(LMSpec):
+        def key(self):
+            model, params = super().key()
+            return model, {k: v for k, v in params.items() if k != "temperature"}
+
+    old = labeler.version(LabelingContext(ctx.taxonomy, OldKey(**lm.model_dump()), ctx.label_index, ctx.states))
+    rows = store._db.execute("SELECT record_id, text_hash, answer FROM answers WHERE labeler_version = ?", (old,)).fetchall()
+    with store._db:
+        store._db.executemany("INSERT OR IGNORE INTO answers (labeler_version, record_id, text_hash, answer) VALUES (?, ?, ?, ?)",
+                              [(labeler.version(ctx), *row) for row in rows])
+        store._db.execute("DELETE FROM answers WHERE labeler_version = ?", (old,))
+    return old
 
 
 def main() -> None:
@@ -78,12 +98,14 @@ def main() -> None:
 
     from labelloop.flows.io import write_json
     from labelloop.flows.store import VoteStore, label_vectors
-    from labelloop.labelers.irr import IRRLabeler, state_hash
+    from labelloop.labelers.base import LabelingContext
+    from labelloop.labelers.irr import IRRLabeler
+    from labelloop.labelers.labels import Taxonomy
     from labelloop.programs.embeddings import embed
     from labelloop.programs.irr import chunk_text
-    from labelloop.programs.lm import make_lm, model_identity
+    from labelloop.programs.lm import LMSpec
     from labelloop.programs.optimize import compile_program, examples, ranking_metric
-    from labelloop.programs.retrieval import LabelIndex, label_fingerprint
+    from labelloop.programs.retrieval import LabelIndex
 
     CACHE.mkdir(parents=True, exist_ok=True)
     dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=str(CACHE / "dspy"))
@@ -116,38 +138,40 @@ def main() -> None:
         np.argpartition(-best, 10)[:10]
     results["retrieval_only"]["search_ms_per_query"] = round(1000 * (time.perf_counter() - t) / len(q), 3)
 
-    lm = make_lm(args.model, api_base=args.api_base, max_tokens=256, n_threads=args.threads, cache=True)
-    identity = model_identity(args.model)
-    fingerprint = label_fingerprint(labels)
+    spec = LMSpec(model=args.model, api_base=args.api_base, max_tokens=256, n_threads=args.threads)
+    lm = spec.make(cache=True)
+    # ESCO skill names carry no descriptions: the taxonomy's label texts are the names themselves
+    ctx = LabelingContext(Taxonomy(tuple(labels), ("",) * len(labels)), spec, lambda retriever: index)
     store = VoteStore(CACHE / "votes.sqlite")
     fresh_calls = {}
     settings = dict(infer_k=args.infer_k, rank_n=args.rank_n, rank_k=args.rank_k, hint=HINT)
-    params = {"max_tokens": 256, "api_base": args.api_base}
 
     zero = IRRLabeler("irr", **settings)
-    answers, seconds, n_new = _run_program("irr", zero.build_program(index), test, lm, store,
-                                           zero.version(identity, params, fingerprint), fresh_calls)
+    old_version = _rekey(store, zero, ctx, spec)
+    answers, seconds, n_new = _run_program("irr", zero.program(ctx), test, lm, store, zero.version(ctx), fresh_calls)
     calls = sum(a["calls"] for a in answers)
     results["irr"] = _score([a["ranking"] for a in answers], golds, calls, seconds, n_new)
     results["irr"]["invalid_answers"] = sum(a["invalid"] for a in answers)
 
     # Optimize on the validation records (the DSPy cache makes the optimizer's repeated calls free).
-    program_file = CACHE / f"irr_optimized-{zero.version(identity, params, fingerprint)}-{args.seed}-{len(train)}.json"
+    program_file = CACHE / f"irr_optimized-{zero.version(ctx)}-{args.seed}-{len(train)}.json"
+    legacy_file = CACHE / f"irr_optimized-{old_version}-{args.seed}-{len(train)}.json"
+    if legacy_file.is_file() and not program_file.is_file():
+        legacy_file.rename(program_file)
     started = time.time()
     if program_file.is_file():
         state = json.loads(program_file.read_text())
         opt_seconds = None
     else:
-        program = zero.build_program(index)
-        program.infer_lm = program.rank_lm = lm
+        program = zero.program(ctx, lm=lm)
         compiled = compile_program(program, examples([(r["text"], r["label"]) for r in train]), ranking_metric(10),
                                    max_demos=args.max_demos, candidates=args.candidates, seed=args.seed)
         state = compiled.dump_state()
         write_json(program_file, state)
         opt_seconds = round(time.time() - started, 1)
-    tuned = IRRLabeler("irr", program_state=state_hash(state), **settings)
-    answers, seconds, n_new = _run_program("irr_optimized", tuned.build_program(index, state), test, lm, store,
-                                           tuned.version(identity, params, fingerprint), fresh_calls)
+    ctx.states["irr"] = state
+    _rekey(store, zero, ctx, spec)
+    answers, seconds, n_new = _run_program("irr_optimized", zero.program(ctx), test, lm, store, zero.version(ctx), fresh_calls)
     calls = sum(a["calls"] for a in answers)
     results["irr_optimized"] = _score([a["ranking"] for a in answers], golds, calls, seconds, n_new)
     results["irr_optimized"]["invalid_answers"] = sum(a["invalid"] for a in answers)
@@ -164,7 +188,7 @@ def main() -> None:
     print(f"{'paper (HOUSE)':<16}{PAPER['rp5']:>8.2f}{PAPER['rp10']:>8.2f}{2:>11.2f}")
     print(f"retrieval over {len(labels):,} labels: {results['retrieval_only']['search_ms_per_query']} ms per query "
           "(after embedding the query)")
-    results["setup"] = {"model": args.model, "model_identity": identity, "labels": len(labels), "test_seed": args.seed,
+    results["setup"] = {"model": args.model, "model_identity": spec.key()[0], "labels": len(labels), "test_seed": args.seed,
                         "test_records": len(test), "test_split_size": len(test_all), "test_ids": [r["id"] for r in test],
                         "train_records": len(train), "rank_n": args.rank_n, "rank_k": args.rank_k, "infer_k": args.infer_k,
                         "retriever": "embeddings (all-MiniLM-L6-v2)", "llm_calls_this_run": fresh_calls,

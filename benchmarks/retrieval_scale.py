@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "datasets" / "esco"
 CACHE = ROOT / "benchmarks" / ".cache" / "esco"
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -33,7 +32,6 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 EXAMPLE = ROOT / "data" / "example"
 CACHE = ROOT / "benchmarks" / ".cache" / "taxonomy"
 USE_CASE = ("Sort the messages that customers send to an online electronics shop by what the customer needs, "
@@ -138,11 +136,10 @@ def run_one(args) -> dict:
     """Bootstrap with ``args.seed``, match against the gold classes, print and return the figures."""
     import yaml
 
-    from labelloop.flows.bootstrap import _lm_key, assign, bootstrap_taxonomy
+    from labelloop.flows.bootstrap import assign, bootstrap_taxonomy, lm_key
     from labelloop.flows.config import load_config
     from labelloop.flows.io import read_records
     from labelloop.flows.store import VoteStore
-    from labelloop.programs.lm import make_lm
 
     print(f"\n=== seed {args.seed}")
     started = time.time()
@@ -166,13 +163,13 @@ def run_one(args) -> dict:
     matched = sum(r["matched"] for r in table)
     print(f"\n{matched} of {len(gold)} gold classes matched by embedding (one-to-one, similarity >= {args.min_similarity})")
 
-    lm = make_lm(cfg.lm.model, temperature=cfg.lm.temperature, max_tokens=cfg.lm.max_tokens, n_threads=cfg.lm.n_threads)
+    lm = cfg.lm.make()
     store = VoteStore(cfg.store)
     test_scores, test_calls = None, 0
     try:
         ids = {g["name"]: f"gold:{g['name']}" for g in gold}  # record ids in the store, apart from the data's
-        picks, judge_calls = assign.fn([(ids[g["name"]], definition(g)) for g in gold], result.labels, lm, store,
-                                       _lm_key(cfg.lm), False)
+        picks, judge_calls = assign([(ids[g["name"]], definition(g)) for g in gold], result.labels, lm, store,
+                                    lm_key(cfg.lm), False)
         judged = llm_match({name: picks[rid] for name, rid in ids.items()}, result.labels)
         print(f"\n{'gold class':<18} {'picked by the LLM':<28} {'paired label':<28} {'p':>6}  match")
         for row in judged:
@@ -183,7 +180,7 @@ def run_one(args) -> dict:
 
         if args.score_test:
             test = read_records(cfg.data.model_copy(update={"path": EXAMPLE / "test.jsonl"}), require_label=True)
-            answers, test_calls = assign.fn(list(zip(test["id"], test["text"])), result.labels, lm, store, _lm_key(cfg.lm), True)
+            answers, test_calls = assign(list(zip(test["id"], test["text"])), result.labels, lm, store, lm_key(cfg.lm), True)
     finally:
         store.close()
     if args.score_test:

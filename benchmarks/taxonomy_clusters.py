@@ -18,14 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def main() -> None:
@@ -42,11 +39,11 @@ def main() -> None:
     from sklearn.metrics import adjusted_rand_score
     from taxonomy import CACHE, EXAMPLE, USE_CASE, mutual_majority
 
-    from labelloop.flows.bootstrap import _lm_key, summarise
-    from labelloop.flows.config import BootstrapSpec, LMSpec
+    from labelloop.flows.bootstrap import lm_key, summarise
+    from labelloop.flows.config import BootstrapSpec
     from labelloop.flows.store import VoteStore
     from labelloop.programs.embeddings import embed
-    from labelloop.programs.lm import make_lm
+    from labelloop.programs.lm import LMSpec
 
     rows = [json.loads(line) for name in ("dev.jsonl", "test.jsonl") for line in (EXAMPLE / name).open(encoding="utf-8")]
     spec = BootstrapSpec(use_case=USE_CASE, summary_words=args.summary_words)
@@ -54,8 +51,7 @@ def main() -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
     store = VoteStore(CACHE / ".labelloop" / "votes.sqlite")
     try:
-        summaries, calls = summarise.fn([(r["id"], r["text"]) for r in rows], spec,
-                                        make_lm(lm_spec.model, n_threads=lm_spec.n_threads), store, _lm_key(lm_spec), True)
+        summaries, calls = summarise([(r["id"], r["text"]) for r in rows], spec, lm_spec.make(), store, lm_key(lm_spec), True)
     finally:
         store.close()
     print(f"summaries: {calls} LLM calls ({len(rows) - calls} from the cache)")

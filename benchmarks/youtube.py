@@ -26,7 +26,6 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "datasets" / "youtube" / "youtube.jsonl"
 CACHE = ROOT / "benchmarks" / ".cache" / "youtube"
 NAMES = ["ham", "spam"]
@@ -84,14 +83,13 @@ def cost_per_record(project, student, texts: list[str], n_llm: int = 10) -> dict
     """Seconds per record, measured side by side now: the student on every text, the LLM on a few fresh calls."""
     import dspy
 
-    from labelloop.labelers.llm import build_program
-    from labelloop.programs.lm import make_lm
+    from labelloop.labelers.llm import ZeroShotLabeler
 
     started = time.perf_counter()
     student.predict_proba(texts)
     student_s = (time.perf_counter() - started) / len(texts)
-    lm = make_lm(project.config.lm.model)
-    program = build_program(next(lf for lf in project.llm_labelers if lf.kind == "zero_shot"))
+    lm = project.config.lm.make()
+    program = next(lf for lf in project.llm_labelers if isinstance(lf, ZeroShotLabeler)).program(project.context())
     with dspy.context(lm=lm):
         program(text=texts[0])  # load the model and fill the prompt cache first, as a labeling run does
         started = time.perf_counter()
@@ -118,15 +116,13 @@ def main() -> None:
     import numpy as np
     import pandas as pd
 
+    from labelloop import label_dataset, load_project
     from labelloop.flows.config import DataSpec
     from labelloop.flows.io import read_records, write_json
-    from labelloop.flows.label_dataset import label_dataset
-    from labelloop.flows.project import load_project
-    from labelloop.flows.train_student import train_student
     from labelloop.labelers.analysis import lf_summary, scores
-    from labelloop.labelers.labels import ABSTAIN
-    from labelloop.labelers.llm import answer_ids
+    from labelloop.labelers.llm import ZeroShotLabeler, answer_ids
     from labelloop.labelers.student import FEATURES, fit_student, make_student, predict_proba_full
+    from labelloop.labelers.tasks import MultiClass
 
     started = time.time()
     config_path = prepare(args.train_size, args.dev_size, args.seed, args.model)
@@ -134,7 +130,7 @@ def main() -> None:
     # The test split only needs the zero-shot answers; the other labelers never see it.
     test_df = read_records(DataSpec(path=CACHE / "test.jsonl"), require_label=True)
     test_project = dataclasses.replace(project, splits={"train": test_df},
-                                       llm_labelers=[lf for lf in project.llm_labelers if lf.kind == "zero_shot"],
+                                       llm_labelers=[lf for lf in project.llm_labelers if isinstance(lf, ZeroShotLabeler)],
                                        heuristic_lfs=[])
     labeled = label_dataset(project)
     tested = label_dataset(test_project)
@@ -145,15 +141,17 @@ def main() -> None:
     y_dev = np.array([NAMES.index(x) for x in project.splits["dev"]["label"]])
     y_test = np.array([NAMES.index(x) for x in test_df["label"]])
     train = labeled.splits["train"]
-    student, model, majority, P, kind = train_student(train.texts, train.L, 2, label_model="snorkel", y_dev=y_dev,
-                                                      seed=args.seed)
+    task = MultiClass()
+    model, majority, _ = task.fit_label_model("snorkel", train.votes, 2, y_dev, args.seed)
+    P = model.predict_proba(train.votes)
+    covered = task.covered(train.votes)
+    student = task.train_student(train.texts, P, covered, project.config.student, args.seed)
     raw = tested.splits["train"].answers["zero_shot"]
     zero_shot_pred = answer_ids(raw, NAMES)
     test_texts = test_df["text"].tolist()
     student_pred = predict_proba_full(student, test_texts, 2).argmax(axis=1)
     gold_student = fit_student(train.texts, np.eye(2)[y_train], seed=args.seed)
     ceiling = predict_proba_full(gold_student, test_texts, 2).argmax(axis=1)
-    covered = (train.L != ABSTAIN).any(axis=1)
     by_features = {}
     for features in FEATURES:  # the same denoised labels, each student feature set
         other = fit_student([t for t, c in zip(train.texts, covered) if c], P[covered],
@@ -162,8 +160,8 @@ def main() -> None:
 
     res = {
         "zero_shot_acc": scores(y_test, zero_shot_pred, 2)["accuracy"],
-        "majority_vote_acc": scores(y_train, majority.predict(train.L, tie_break="random"), 2)["accuracy"],
-        "label_model_acc": scores(y_train, model.predict(train.L, tie_break="random"), 2)["accuracy"],
+        "majority_vote_acc": scores(y_train, majority.predict(train.votes, tie_break="random"), 2)["accuracy"],
+        "label_model_acc": scores(y_train, model.predict(train.votes, tie_break="random"), 2)["accuracy"],
         "student_acc": scores(y_test, student_pred, 2)["accuracy"],
         "llm_calls": answers_used,
         "llm_calls_this_run": llm_calls,
@@ -180,7 +178,7 @@ def main() -> None:
     }
     res.update(cost_per_record(project, student, test_texts))
     res["error_reduction_vs_zero_shot"] = round(1 - (1 - res["student_acc"]) / max(1 - res["zero_shot_acc"], 1e-9), 3)
-    summary = lf_summary(train.L, labeled.names, L_dev=train.L, y_dev=y_train)  # "dev" here: the gold train sample
+    summary = lf_summary(train.votes, labeled.names, L_dev=train.votes, y_dev=y_train)  # "dev" here: the gold train sample
     per_lf = {name: {"coverage": round(float(row["coverage"]), 3),
                      "accuracy": None if np.isnan(row["dev_accuracy"]) else round(float(row["dev_accuracy"]), 3)}
               for name, row in summary.iterrows()}

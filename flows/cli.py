@@ -30,7 +30,10 @@ def _guard(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except LabelloopError as exc:
-        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        message = ""
+        for line in filter(None, (x.strip() for x in str(exc).splitlines())):
+            message += (" " if not message or message.endswith(":") else "; ") + line
+        message = message.strip()
         console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
         raise typer.Exit(2) from None
 

@@ -8,17 +8,15 @@ from typing import ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
-from labelloop.labelers.heuristics import make_keyword_lf, make_regex_lf
-from labelloop.labelers.irr import IRRLabeler
+from labelloop.labelers import heuristics, irr, llm  # noqa: F401  (their config specs register themselves)
+from labelloop.labelers.base import LABELER_TYPES, LabelerSpec, register_labeler
 from labelloop.labelers.labels import Taxonomy
-from labelloop.labelers.llm import CALIBRATIONS, prompt_labeler, zero_shot_labeler
 from labelloop.labelers.student import FEATURES
 from labelloop.programs.errors import ConfigError
 from labelloop.programs.lm import LMSpec
 from labelloop.programs.optimize import OPTIMIZERS
-from labelloop.programs.retrieval import RETRIEVERS
 
-__all__ = ["ConfigError", "LMSpec", "ProjectConfig", "load_config", "parse_config", "register_labeler"]
+__all__ = ["ConfigError", "LMSpec", "LabelerSpec", "ProjectConfig", "load_config", "parse_config", "register_labeler"]
 
 
 class _Strict(BaseModel):
@@ -31,114 +29,6 @@ class DataSpec(_Strict):
     text: str = "text"
     label: str = "label"
     label_sep: str = "|"  # multilabel gold in CSV: "billing|shipping"; JSONL and Parquet may hold lists
-
-
-LABELER_TYPES: dict[str, type[LabelerSpec]] = {}
-
-
-def register_labeler(spec: type[LabelerSpec]) -> type[LabelerSpec]:
-    """Make a labeler spec class usable as ``{type: <its type>}`` in configs (a class decorator).
-
-    The class needs a ``type: Literal["<name>"]`` field and a ``build(taxonomy)`` method returning
-    the labelers it stands for: an ``LLMLabeler`` or Snorkel labeling functions.
-    """
-    (name,) = spec.model_fields["type"].annotation.__args__
-    LABELER_TYPES[name] = spec
-    return spec
-
-
-class LabelerSpec(_Strict):
-    """One entry of the config's ``labelers:`` list."""
-
-    type: str
-
-    def build(self, taxonomy: Taxonomy) -> list:
-        raise NotImplementedError
-
-    def label_id(self, taxonomy: Taxonomy, label: str) -> int:
-        if label not in taxonomy.names:
-            raise ConfigError(f"labeler {getattr(self, 'name', self.type)!r}: label {label!r} is not in the taxonomy "
-                              f"{list(taxonomy.names)}")
-        return taxonomy.id(label)
-
-
-class LLMLabelerSpec(LabelerSpec):
-    threshold: float = Field(0.0, ge=0, le=1)
-    calibration: Literal[CALIBRATIONS] = "batch"
-
-
-@register_labeler
-class ZeroShotLF(LLMLabelerSpec):
-    type: Literal["zero_shot"]
-    name: str = "zero_shot"
-
-    def build(self, taxonomy: Taxonomy) -> list:
-        return [zero_shot_labeler(taxonomy, self.name, threshold=self.threshold, calibration=self.calibration)]
-
-
-@register_labeler
-class PromptLF(LLMLabelerSpec):
-    type: Literal["prompt"]
-    name: str
-    question: str
-    answers: dict[str, str]
-
-    @field_validator("answers")
-    @classmethod
-    def _two_answers(cls, v):
-        if len(v) < 2:
-            raise ValueError(f"needs at least two answers (e.g. yes/no), got {list(v)}")
-        return v
-
-    def build(self, taxonomy: Taxonomy) -> list:
-        try:
-            return [prompt_labeler(self.name, self.question, self.answers, taxonomy, threshold=self.threshold,
-                                   calibration=self.calibration)]
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-
-
-@register_labeler
-class IRRLF(LabelerSpec):
-    """Infer-Retrieve-Rank over the taxonomy: for large label spaces and multi-label tasks."""
-
-    type: Literal["irr"]
-    name: str = "irr"
-    infer_k: int = Field(8, ge=1, le=50)
-    rank_n: int = Field(30, ge=1, le=200)
-    rank_k: int = Field(5, ge=1, le=50)
-    chunk_words: int = Field(200, ge=20)
-    hint: str = ""
-    retriever: Literal[RETRIEVERS] = "embeddings"
-
-    def build(self, taxonomy: Taxonomy) -> list:
-        return [IRRLabeler(self.name, infer_k=self.infer_k, rank_n=self.rank_n, rank_k=self.rank_k,
-                           chunk_words=self.chunk_words, hint=self.hint, retriever=self.retriever)]
-
-
-@register_labeler
-class KeywordLF(LabelerSpec):
-    type: Literal["keywords"]
-    name: str
-    label: str
-    words: list[str] = Field(min_length=1)
-
-    def build(self, taxonomy: Taxonomy) -> list:
-        return [make_keyword_lf(self.name, self.words, self.label_id(taxonomy, self.label))]
-
-
-@register_labeler
-class RegexLF(LabelerSpec):
-    type: Literal["regex"]
-    name: str
-    label: str
-    pattern: str
-
-    def build(self, taxonomy: Taxonomy) -> list:
-        try:
-            return [make_regex_lf(self.name, self.pattern, self.label_id(taxonomy, self.label))]
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
 
 
 @register_labeler

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from labelloop.flows.project import Project
 from labelloop.flows.store import VoteStore
-from labelloop.programs.lm import is_local
+from labelloop.programs.lm import is_local, use_bundled_cost_map
 
 ANSWER_TOKENS = 8  # a closed-choice JSON answer such as {"answer": "yes"}
 
@@ -13,6 +13,7 @@ def _price(model: str) -> tuple[float, float] | None:
     """(input, output) USD per token from LiteLLM's bundled cost map, or None for local or unknown models."""
     if is_local(model):
         return None
+    use_bundled_cost_map()
     import litellm
 
     for key in (model, model.split("/", 1)[-1]):

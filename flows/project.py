@@ -174,6 +174,7 @@ def scaffold_project(data: Path, output: Path, labels: list[str], *, id_column: 
     import yaml
 
     from labelloop.flows.io import write_text
+    from labelloop.labelers.llm import starter_labelers
     from labelloop.programs.errors import StateError
 
     data, output = Path(data), Path(output)
@@ -188,8 +189,7 @@ def scaffold_project(data: Path, output: Path, labels: list[str], *, id_column: 
     cfg = {"name": output.stem, "task": "multiclass",
            "data": {"path": os.path.relpath(data, output.parent), "id": id_column, "text": text_column},
            "taxonomy": taxonomy.name, "lm": {"model": "local"},
-           "labelers": [{"type": "zero_shot"},
-                        {"type": "keywords", "name": f"kw_{labels[0]}", "label": labels[0], "words": ["TODO"]}],
+           "labelers": starter_labelers(labels[0]),
            "label_model": "snorkel"}
     write_text(output, yaml.safe_dump(cfg, sort_keys=False))
     return len(df), taxonomy

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
+import pydantic
 from scipy import sparse
 
 from labelloop.labelers.labels import ABSTAIN, Taxonomy
+from labelloop.programs.errors import ConfigError
 from labelloop.programs.lm import LMSpec
 
 Answer = dict | None  # a program's prediction as a dict, or None where no answer is stored
@@ -98,3 +100,34 @@ class LLMLabeler(ABC):
         """(n, k) scores of what asking the LLM directly gives (no calibration, no label model), or None
         when the labeler does not answer over the whole taxonomy."""
         return None
+
+
+LABELER_TYPES: dict[str, type[LabelerSpec]] = {}
+
+
+def register_labeler(spec: type[LabelerSpec]) -> type[LabelerSpec]:
+    """Make a labeler spec class usable as ``{type: <its type>}`` in configs (a class decorator).
+
+    The class needs a ``type: Literal["<name>"]`` field and a ``build(taxonomy)`` method returning
+    the labelers it stands for: an ``LLMLabeler`` or Snorkel labeling functions.
+    """
+    (name,) = spec.model_fields["type"].annotation.__args__
+    LABELER_TYPES[name] = spec
+    return spec
+
+
+class LabelerSpec(pydantic.BaseModel):
+    """One entry of the config's ``labelers:`` list: its settings, and how to build the labelers it stands for."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    type: str
+
+    def build(self, taxonomy: Taxonomy) -> list:
+        raise NotImplementedError
+
+    def label_id(self, taxonomy: Taxonomy, label: str) -> int:
+        if label not in taxonomy.names:
+            raise ConfigError(f"labeler {getattr(self, 'name', self.type)!r}: label {label!r} is not in the taxonomy "
+                              f"{list(taxonomy.names)}")
+        return taxonomy.id(label)

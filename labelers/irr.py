@@ -12,12 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 from scipy import sparse
 
-from labelloop.labelers.base import LabelingContext, LLMLabeler
+from labelloop.labelers.base import LabelerSpec, LabelingContext, LLMLabeler, register_labeler
 from labelloop.labelers.labels import ABSTAIN, Taxonomy
+from labelloop.programs.retrieval import RETRIEVERS
 
 
 @dataclass
@@ -132,3 +135,20 @@ def state_hash(state: dict | None) -> str:
         return ""
     return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
+
+@register_labeler
+class IRRLF(LabelerSpec):
+    """Infer-Retrieve-Rank over the taxonomy: for large label spaces and multi-label tasks."""
+
+    type: Literal["irr"]
+    name: str = "irr"
+    infer_k: int = Field(8, ge=1, le=50)
+    rank_n: int = Field(30, ge=1, le=200)
+    rank_k: int = Field(5, ge=1, le=50)
+    chunk_words: int = Field(200, ge=20)
+    hint: str = ""
+    retriever: Literal[RETRIEVERS] = "embeddings"
+
+    def build(self, taxonomy: Taxonomy) -> list:
+        return [IRRLabeler(self.name, infer_k=self.infer_k, rank_n=self.rank_n, rank_k=self.rank_k,
+                           chunk_words=self.chunk_words, hint=self.hint, retriever=self.retriever)]

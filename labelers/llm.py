@@ -18,12 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
+from pydantic import Field, field_validator
 
-from labelloop.labelers.base import LabelingContext, LLMLabeler
+from labelloop.labelers.base import LabelerSpec, LabelingContext, LLMLabeler, register_labeler
 from labelloop.labelers.labels import ABSTAIN, Taxonomy
+from labelloop.programs.errors import ConfigError
 
 CONTENT_FREE_TEXTS = ("N/A", "", "[MASK]")
 CALIBRATIONS = ("batch", "content_free", "none")
@@ -198,3 +200,44 @@ def prompt_labeler(name: str, question: str, answers: dict[str, str], taxonomy: 
     if all(v == ABSTAIN for v in verbalizer.values()):
         raise ValueError(f"prompt labeler {name!r}: every answer maps to abstain, so it can never vote")
     return PromptLabeler(name, list(answers), verbalizer, question, **kwargs)
+
+
+class LLMLabelerSpec(LabelerSpec):
+    threshold: float = Field(0.0, ge=0, le=1)
+    calibration: Literal[CALIBRATIONS] = "batch"
+
+
+@register_labeler
+class ZeroShotLF(LLMLabelerSpec):
+    type: Literal["zero_shot"]
+    name: str = "zero_shot"
+
+    def build(self, taxonomy: Taxonomy) -> list:
+        return [zero_shot_labeler(taxonomy, self.name, threshold=self.threshold, calibration=self.calibration)]
+
+
+@register_labeler
+class PromptLF(LLMLabelerSpec):
+    type: Literal["prompt"]
+    name: str
+    question: str
+    answers: dict[str, str]
+
+    @field_validator("answers")
+    @classmethod
+    def _two_answers(cls, v):
+        if len(v) < 2:
+            raise ValueError(f"needs at least two answers (e.g. yes/no), got {list(v)}")
+        return v
+
+    def build(self, taxonomy: Taxonomy) -> list:
+        try:
+            return [prompt_labeler(self.name, self.question, self.answers, taxonomy, threshold=self.threshold,
+                                   calibration=self.calibration)]
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+
+def starter_labelers(label: str) -> list[dict]:
+    """The labelers a scaffolded config (``labelloop init``) starts with: zero-shot, and keywords to fill in."""
+    return [{"type": "zero_shot"}, {"type": "keywords", "name": f"kw_{label}", "label": label, "words": ["TODO"]}]

@@ -102,7 +102,7 @@ def option_probabilities(logprobs, field: str, options: list[str]) -> dict[str, 
     """
     tokens = _tokens(logprobs)
     text = "".join(t["token"] for t in tokens)
-    match = re.search(r'"%s"\s*:\s*"' % re.escape(field), text)
+    match = re.search(rf'"{re.escape(field)}"\s*:\s*"', text)
     if match is None:
         return None
     start, offset = match.end(), 0

@@ -290,9 +290,15 @@ def make_lm(model: str = "local", *, api_base: str | None = None, temperature: f
         engine = LlamaCppEngine(path, n_threads=n_threads, n_ctx=n_ctx)
         return dspy.LM(f"llamacpp/{path.stem}", engine=engine, temperature=temperature, max_tokens=max_tokens,
                        cache=cache)
+    use_bundled_cost_map()
     if api_base:
         kwargs["api_base"] = api_base
     return dspy.LM(model, temperature=temperature, max_tokens=max_tokens, **kwargs)
+
+
+def use_bundled_cost_map() -> None:
+    """Keep LiteLLM off the network: on first import it fetches a model cost map unless told to use its bundled one."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
 def model_identity(model: str) -> str:

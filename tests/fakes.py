@@ -51,7 +51,7 @@ class RuleEngine:
                             finish_reason="stop", usage=Usage(input_tokens=10, output_tokens=5))
         options = spec["enum"]
         answer = self.answer_for(field, options, _record_text(request))
-        prefix = '{"%s": "' % field
+        prefix = f'{{"{field}": "'
         others = [o for o in options if o != answer] or options
         rest = (1 - self.confidence) / len(others)
         top = [TopLogprob(token=answer, logprob=math.log(self.confidence))]

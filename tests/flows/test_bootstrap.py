@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from labelloop.flows.bootstrap import bootstrap_taxonomy
 from labelloop.flows.cli import app
-from labelloop.flows.config import ConfigError, load_config
+from labelloop.flows.config import load_config
 from labelloop.flows.io import read_taxonomy
 from labelloop.programs.errors import StateError, TaxonomyError
 from tests.fakes_taxonomy import GOLD, taxonomy_lm
@@ -87,7 +87,7 @@ def test_rerun_after_a_crash_pays_only_for_missing_calls(project, lm, crash_at):
         return original(request)
 
     engine.complete = crash
-    with pytest.raises(BaseException):
+    with pytest.raises(Interrupted):
         bootstrap_taxonomy(load_config(project), show_progress=False)
     assert not load_config(project).taxonomy.exists()
     lm["lm"] = taxonomy_lm()

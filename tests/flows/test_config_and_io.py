@@ -4,9 +4,9 @@ import pytest
 import yaml
 
 from labelloop.flows.config import ConfigError, DataSpec, load_config
-from labelloop.programs.errors import DataError
 from labelloop.flows.io import atomic_path, read_records, read_taxonomy, write_frame
 from labelloop.flows.project import load_project
+from labelloop.programs.errors import DataError
 
 
 def _edit(config_path, **changes):

@@ -8,12 +8,12 @@ from typer.testing import CliRunner
 
 from labelloop.flows.cli import app
 from labelloop.flows.config import ConfigError, DataSpec
-from labelloop.programs.errors import DataError
 from labelloop.flows.io import read_records
 from labelloop.flows.optimize import optimize_project
 from labelloop.flows.project import load_project
 from labelloop.flows.run_project import run_project
 from labelloop.labelers.irr import IRRLabeler
+from labelloop.programs.errors import DataError
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -7,10 +7,10 @@ import pytest
 from typer.testing import CliRunner
 
 from labelloop.flows.cli import app
-from labelloop.programs.errors import StateError
+from labelloop.flows.predict import load_student
 from labelloop.flows.project import load_project
 from labelloop.flows.run_project import require_stored, run_project
-from labelloop.flows.predict import load_student
+from labelloop.programs.errors import StateError
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -54,7 +54,7 @@ def test_crash_mid_run_keeps_every_answer_already_paid_for(example_project, fake
         return original(request)
 
     engine.complete = crash_after_40
-    with pytest.raises(BaseException):
+    with pytest.raises(Interrupted):
         run_project(load_project(example_project), show_progress=False)
     assert not (example_project.parent / "runs").exists() or not any((example_project.parent / "runs").iterdir())
     engine.complete = original

@@ -1,6 +1,7 @@
 import dspy
 import pytest
 
+from labelloop.programs.errors import TaxonomyError
 from labelloop.programs.taxonomy import (
     NONE_OF_THESE,
     Constraints,
@@ -9,7 +10,6 @@ from labelloop.programs.taxonomy import (
     assignment_program,
     validate_taxonomy,
 )
-from labelloop.programs.errors import TaxonomyError
 from tests.fakes_taxonomy import GOLD, taxonomy_lm
 
 
