@@ -18,6 +18,7 @@ demo: install
 	$(VENV)/bin/labelloop run data/example/config.yaml
 
 test: install
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest --doctest-modules --llm_call programs labelers flows tests
 
 benchmark: install

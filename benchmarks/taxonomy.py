@@ -158,8 +158,8 @@ def run_one(args) -> dict:
         print(f"  note: {note}")
     print(f"\n{'gold class':<18} {'paired label':<28} {'sim':>6}  match  nearest (sim)")
     for row in table:
-        print(f"{row['gold']:<18} {str(row['label']):<28} {row['similarity'] or 0:>6.3f}  {'yes' if row['matched'] else 'no ':<5}  "
-              f"{row['nearest']} ({row['nearest_similarity']:.3f})")
+        print(f"{row['gold']:<18} {str(row['label']):<28} {row['similarity'] or 0:>6.3f}  "
+              f"{'yes' if row['matched'] else 'no ':<5}  {row['nearest']} ({row['nearest_similarity']:.3f})")
     matched = sum(r["matched"] for r in table)
     print(f"\n{matched} of {len(gold)} gold classes matched by embedding (one-to-one, similarity >= {args.min_similarity})")
 
@@ -191,7 +191,8 @@ def run_one(args) -> dict:
             got = [answers[rid]["answer"] for rid, y in zip(test["id"], test["label"]) if y == g]
             by_class[g] = {name: got.count(name) for name in sorted(set(got), key=lambda n: -got.count(n))}
         recovered = mutual_majority(by_class)
-        test_scores = {"n": len(test), "accuracy_via_pairing": round(sum(p == y for p, y in zip(predicted, test["label"])) / len(test), 3),
+        hits = sum(p == y for p, y in zip(predicted, test["label"]))
+        test_scores = {"n": len(test), "accuracy_via_pairing": round(hits / len(test), 3),
                        "none_of_these": sum(answers[rid]["answer"] == "none_of_these" for rid in test["id"]),
                        "recovered_by_assignment": recovered, "assigned_by_gold_class": by_class}
         print(f"\ntest records ({len(test)}): accuracy through the pairing {test_scores['accuracy_via_pairing']:.3f}; "
@@ -231,12 +232,14 @@ def main() -> None:
     for seed in args.seeds:
         args.seed = seed
         runs.append(run_one(args))
-    keys = ("seed", "matched_classes", "matched_by_llm", "recovered_by_assignment", "n_labels", "coverage", "llm_calls", "seconds")
+    keys = ("seed", "matched_classes", "matched_by_llm", "recovered_by_assignment", "n_labels", "coverage", "llm_calls",
+            "seconds")
     if len(runs) > 1:
-        print(f"\n{'seed':>4} {'matched':>8} {'by LLM':>7} {'recovered':>10} {'labels':>7} {'coverage':>9} {'calls':>6} {'seconds':>8}")
+        print(f"\n{'seed':>4} {'matched':>8} {'by LLM':>7} {'recovered':>10} {'labels':>7} {'coverage':>9} {'calls':>6} "
+              f"{'seconds':>8}")
         for r in runs:
-            print(f"{r['seed']:>4} {r['matched_classes']:>8} {r['matched_by_llm']:>7} {str(r['recovered_by_assignment']):>10} {r['n_labels']:>7} "
-                  f"{r['coverage']:>9.1%} {r['llm_calls']:>6} {r['seconds']:>8}")
+            print(f"{r['seed']:>4} {r['matched_classes']:>8} {r['matched_by_llm']:>7} {str(r['recovered_by_assignment']):>10} "
+                  f"{r['n_labels']:>7} {r['coverage']:>9.1%} {r['llm_calls']:>6} {r['seconds']:>8}")
     out = {**runs[0], "seeds": [{k: r[k] for k in keys} for r in runs]}  # the first seed in full, every seed in brief
     path = ROOT / "benchmarks" / "results" / "taxonomy.json"
     path.write_text(json.dumps(out, indent=2) + "\n")

@@ -217,7 +217,8 @@ def render_report(spec: BootstrapSpec, result: BootstrapResult, n_records: int, 
         outcome = s.get("error") or named or ", ".join(x for x in [
             f"{len(s['labels'])} labels", f"rating {s['rating']}" if s.get("rating") else "", edits,
             f"retried for: {'; '.join(s['retried_for'])}" if s.get("retried_for") else ""] if x)
-        lines.append(f"| {s['step']} | {s.get('n_summaries', '')} | {s['calls']} | {'yes' if s['cached'] else 'no'} | {outcome} |")
+        cached = "yes" if s["cached"] else "no"
+        lines.append(f"| {s['step']} | {s.get('n_summaries', '')} | {s['calls']} | {cached} | {outcome} |")
     if result.notes:
         lines += ["", "## Notes", ""] + [f"- {x}" for x in result.notes]
     if result.diff is not None:

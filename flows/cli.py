@@ -119,7 +119,8 @@ def optimize(config: Path = CONFIG, labeler: str = typer.Option(None, help="only
 
     project = _guard(load_project, config)
     for row in _guard(optimize_flow, project, labeler):
-        scores = ", ".join(f"{'zero-shot' if c['seed'] == -3 else 'seed ' + str(c['seed'])}: {c['score']}" for c in row["candidates"])
+        scores = ", ".join(f"{'zero-shot' if c['seed'] == -3 else 'seed ' + str(c['seed'])}: {c['score']}"
+                           for c in row["candidates"])
         console.print(f"{row['labeler']}: demos {row['demos']}; candidates (RP@k % on the dev sample) {scores or 'n/a'}; "
                       f"{row['seconds']:.0f} s")
         console.print(f"[bold green]saved[/] {row['path']}: `labelloop run` now uses it (its answers are stored "
@@ -128,7 +129,8 @@ def optimize(config: Path = CONFIG, labeler: str = typer.Option(None, help="only
 
 @app.command()
 def bootstrap(config: Path = CONFIG,
-              update: bool = typer.Option(False, "--update", help="refine the existing taxonomy on new records, keeping your edits"),
+              update: bool = typer.Option(False, "--update",
+                                          help="refine the existing taxonomy on new records, keeping your edits"),
               progress: bool = typer.Option(True, help="show progress bars")):
     """Propose a taxonomy from a sample of the records (summarise, generate, update, review, coverage check)."""
     from labelloop.flows.bootstrap import bootstrap_flow

@@ -111,9 +111,10 @@ def multilabel_scores(Y: np.ndarray, P: np.ndarray, names, threshold: float = 0.
     has_gold = [bool(g) for g in gold_names]
     rp = {k: float(np.mean([rp_at_k(r, g, k) for r, g, h in zip(ranked, gold_names, has_gold) if h])) if any(has_gold) else 0.0
           for k in (5, 10)}
-    return {"n": int(len(Y)),
-            "micro_f1": round(float(f1_score(Y[:, used], pred[:, used], average="micro", zero_division=0)), 3) if used.any() else 0.0,
-            "macro_f1": round(float(f1_score(Y[:, used], pred[:, used], average="macro", zero_division=0)), 3) if used.any() else 0.0,
+    def f1(average: str) -> float:
+        return round(float(f1_score(Y[:, used], pred[:, used], average=average, zero_division=0)), 3) if used.any() else 0.0
+
+    return {"n": int(len(Y)), "micro_f1": f1("micro"), "macro_f1": f1("macro"),
             "rp5": round(rp[5], 3), "rp10": round(rp[10], 3),
             "labels_per_record": round(float(pred.sum(axis=1).mean()), 2) if len(Y) else 0.0}
 

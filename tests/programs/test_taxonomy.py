@@ -135,8 +135,9 @@ def test_schema_carries_the_limits_for_grammar_constrained_models():
 
 
 def test_names_are_normalised_to_the_tools_label_style():
-    lm = taxonomy_lm(script={"generate": [[{"name": "Order Tracking", "description": " Where  is my parcel, when will it come? "},
-                                           {"name": "LoginIssues", "description": "The customer cannot sign in to the account."}]]})
+    labels = [{"name": "Order Tracking", "description": " Where  is my parcel, when will it come? "},
+              {"name": "LoginIssues", "description": "The customer cannot sign in to the account."}]
+    lm = taxonomy_lm(script={"generate": [labels]})
     with dspy.context(lm=lm):
         result = TaxonomyStep("generate", Constraints())(use_case="route", summaries="1. x")
     assert result.labels == [{"name": "order_tracking", "description": "Where is my parcel, when will it come?"},
@@ -255,10 +256,11 @@ def test_after_too_long_names_the_last_attempt_gets_a_word_count_pattern():
 
 def test_a_group_description_that_restates_one_summary_is_sent_back():
     copy = {"name": "Refunds", "description": "Customer asks when the refund for order 4411 comes back."}
-    lm = taxonomy_lm(script={"name": [copy, {"name": "Refunds", "description": "When refunds for returns or cancellations arrive."}]})
+    fixed = {"name": "Refunds", "description": "When refunds for returns or cancellations arrive."}
+    lm = taxonomy_lm(script={"name": [copy, fixed]})
     with dspy.context(lm=lm):
-        result = TaxonomyStep("name", Constraints())(keywords="refund", summaries="- Customer asks when the refund for "
-                                                                                   "order 4411 comes back\n- A refund for a kettle")
+        summaries = "- Customer asks when the refund for order 4411 comes back\n- A refund for a kettle"
+        result = TaxonomyStep("name", Constraints())(keywords="refund", summaries=summaries)
     assert result.calls == 2 and result.labels[0]["description"].startswith("When refunds")
     assert 'description of "refunds" restates one text' in _problems_sent(lm)[1]
 
