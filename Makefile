@@ -19,7 +19,7 @@ demo: install
 
 test: install
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest --doctest-modules --llm_call programs labelers flows tests
+	$(PY) -m pytest --llm_call tests
 
 benchmark: install
 	$(PY) benchmarks/youtube.py
