@@ -93,8 +93,7 @@ def predict(model: Path | str, records, *, id_column: str = "id", text_column: s
             raise DataError("predict: expected a list of texts (str)")
         records = pd.DataFrame({id_column: [str(i) for i in range(len(records))], text_column: list(records)})
     df = records_frame(records, DataSpec(id=id_column, text=text_column), "the records to predict")
-    proba = student.predict_proba(df["text"].tolist())
-    for column, values in TASKS[info.get("task", "multiclass")].predictions(proba, student.classes_ if hasattr(
-            student, "classes_") else None, info["labels"]).items():
+    for column, values in TASKS[info.get("task", "multiclass")].predictions(student, df["text"].tolist(),
+                                                                            info["labels"]).items():
         df[column] = values
     return df

@@ -55,9 +55,6 @@ class Project:
 
         return LabelingContext(self.taxonomy, self.config.lm, label_index, self.programs)
 
-    def describe(self) -> str:
-        return str(self.config_path) if self.config_path else f"project {self.config.name!r}"
-
 
 def load_python_lfs(path: Path, names: list[str] | None = None) -> list[LabelingFunction]:
     """Import a user module and collect its Snorkel labeling functions (in definition order)."""

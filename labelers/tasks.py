@@ -118,9 +118,10 @@ class MultiClass:
     def model_info(self, model) -> dict:
         return {}
 
-    def predictions(self, proba: np.ndarray, classes, names) -> dict:
-        """Columns of a prediction frame from a student's probabilities."""
-        return {"label": [names[i] for i in np.asarray(classes)[proba.argmax(axis=1)]], "confidence": proba.max(axis=1)}
+    def predictions(self, student, texts: list[str], names) -> dict:
+        """Columns of a prediction frame: the student's label for each text and its probability."""
+        proba = student.predict_proba(texts)
+        return {"label": [names[i] for i in student.classes_[proba.argmax(axis=1)]], "confidence": proba.max(axis=1)}
 
 
 class MultiLabel:
@@ -200,7 +201,9 @@ class MultiLabel:
     def model_info(self, model) -> dict:
         return {"labels_with_snorkel": model.labels_with_snorkel}
 
-    def predictions(self, proba: np.ndarray, classes, names) -> dict:
+    def predictions(self, student, texts: list[str], names) -> dict:
+        """The labels with probability >= 0.5 for each text, the most probable one, and its probability."""
+        proba = student.predict_proba(texts)
         return {"labels": [[names[j] for j in np.flatnonzero(row >= 0.5)] for row in proba],
                 "top_label": [names[j] for j in proba.argmax(axis=1)], "confidence": proba.max(axis=1)}
 
