@@ -67,11 +67,7 @@ def _rekey(store, labeler, ctx, lm) -> str:
             return model, {k: v for k, v in params.items() if k != "temperature"}
 
     old = labeler.version(LabelingContext(ctx.taxonomy, OldKey(**lm.model_dump()), ctx.label_index, ctx.states))
-    rows = store._db.execute("SELECT record_id, text_hash, answer FROM answers WHERE labeler_version = ?", (old,)).fetchall()
-    with store._db:
-        store._db.executemany("INSERT OR IGNORE INTO answers (labeler_version, record_id, text_hash, answer) VALUES (?, ?, ?, ?)",
-                              [(labeler.version(ctx), *row) for row in rows])
-        store._db.execute("DELETE FROM answers WHERE labeler_version = ?", (old,))
+    store.move(old, labeler.version(ctx))
     return old
 
 

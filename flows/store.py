@@ -72,6 +72,14 @@ class VoteStore:
                 [(version, rid, text_hash(text), json.dumps(ans)) for rid, text, ans in rows],
             )
 
+    def move(self, old_version: str, new_version: str) -> int:
+        """Re-key every answer stored under ``old_version`` to ``new_version`` (a migration); returns how many moved."""
+        with self._db:
+            moved = self._db.execute(f"UPDATE OR IGNORE {self.table} SET labeler_version = ? WHERE labeler_version = ?",
+                                     (new_version, old_version)).rowcount
+            self._db.execute(f"DELETE FROM {self.table} WHERE labeler_version = ?", (old_version,))
+        return moved
+
     def count(self) -> int:
         return self._db.execute(f"SELECT COUNT(*) FROM {self.table}").fetchone()[0]
 

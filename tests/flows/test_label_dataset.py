@@ -23,3 +23,12 @@ def test_concurrent_answers_are_stored_once(tmp_path):
     changed, calls, _ = stored_or_asked(store, "v1", items, ask, name=labeler.name, show_progress=False)
     assert calls == 1 and changed["r0"]["answer"] == "shipping"
     assert store.count() == 41
+
+
+def test_answers_move_to_a_new_version_without_loss(tmp_path):
+    with VoteStore(tmp_path / "votes.sqlite") as store:
+        store.put_many("old", [("r1", "a", {"answer": "x"}), ("r2", "b", {"answer": "y"})])
+        store.put_many("new", [("r2", "b", {"answer": "kept"})])
+        assert store.move("old", "new") == 1  # r2 already has an answer under the new version: it stays
+        assert store.get_many("new", [("r1", "a"), ("r2", "b")]) == {"r1": {"answer": "x"}, "r2": {"answer": "kept"}}
+        assert store.get_many("old", [("r1", "a")]) == {} and store.count() == 2
