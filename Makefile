@@ -9,7 +9,9 @@ export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[model,test]"
+	@# setuptools tells every editable install of a finder-mapped package to beware of same-named folders; here
+	@# the only installed name is labelloop, which is the repository itself
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install --quiet -e ".[model,test]"
 	touch $@
 
 install: $(VENV)/.installed
