@@ -8,6 +8,8 @@ as a Prefect flow.
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -41,15 +43,31 @@ class LabelingResult:
     errors: dict[str, int]
 
 
-def asker(program, lm):
-    """``text -> (answer dict, LLM calls)`` for a labeler's program (an IRR answer reports its own count)."""
+def asker(program, get_lm: Callable[[], dspy.LM]):
+    """``text -> (answer dict, LLM calls)`` for a labeler's program (an IRR answer reports its own count).
+
+    ``get_lm`` is called on the first ask, so an LM is only built when an answer is missing.
+    """
 
     def ask(text: str) -> tuple[dict, int]:
-        with dspy.context(lm=lm):
+        with dspy.context(lm=get_lm()):
             answer = dict(program(text=text).items())
         return answer, answer.get("calls", 1)
 
     return ask
+
+
+def _built_once(make: Callable[[], dspy.LM]) -> Callable[[], dspy.LM]:
+    """``make()`` on the first call, the same LM afterwards (thread-safe: asks may run concurrently)."""
+    lock, made = threading.Lock(), []
+
+    def get() -> dspy.LM:
+        with lock:
+            if not made:
+                made.append(make())
+        return made[0]
+
+    return get
 
 
 def apply_heuristics(lfs: list, texts: list[str]) -> np.ndarray:
@@ -73,15 +91,14 @@ def label_dataset(project: Project, *, lm=None, show_progress: bool = True) -> L
     calls, invalid, errors = 0, {}, {}
     balance = task.class_balance(project.gold("dev"), len(taxonomy))
     columns = {name: [] for name in splits}
+    get_lm = _built_once(cfg.lm.make) if lm is None else (lambda: lm)
     with VoteStore(cfg.store) as store:
         for labeler in project.llm_labelers:
             # all records of one labeler in a row, so llama.cpp reuses the shared prompt prefix
             items = labeler.extra_items() + [it for s in splits.values() for it in zip(s.ids, s.texts)]
-            version = labeler.version(ctx)
-            if lm is None and len(store.get_many(version, items)) < len(items):
-                lm = cfg.lm.make()
-            answers, n, failed = stored_or_asked(store, version, items, asker(labeler.program(ctx), lm), name=labeler.name,
-                                                 show_progress=show_progress, max_concurrency=cfg.lm.max_concurrency)
+            answers, n, failed = stored_or_asked(store, labeler.version(ctx), items, asker(labeler.program(ctx), get_lm),
+                                                 name=labeler.name, show_progress=show_progress,
+                                                 max_concurrency=cfg.lm.max_concurrency)
             calls, errors[labeler.name] = calls + n, failed
             labeler.fit([answers.get(rid) for rid in splits["train"].ids],
                         [answers.get(rid) for rid, _ in labeler.extra_items()], class_balance=balance)

@@ -40,7 +40,7 @@ def plan_calls(project: Project) -> list[dict]:
         for labeler in project.llm_labelers:
             items = labeler.extra_items() + [it for df in project.splits.values() for it in zip(df["id"], df["text"])]
             stored = store.get_many(labeler.version(ctx), items)
-            cost = [labeler.prompt_cost(text, ctx) for rid, text in items if rid not in stored]
+            calls, chars = labeler.prompt_cost([text for rid, text in items if rid not in stored], ctx)
             rows.append({"labeler": labeler.name, "records": len(items), "stored": len(stored),
-                         "llm_calls": sum(c for c, _ in cost), "prompt_tokens": sum(n for _, n in cost) // 4})
+                         "llm_calls": calls, "prompt_tokens": chars // 4})
     return rows

@@ -64,12 +64,12 @@ def run_project(project: Project, *, train: bool = True, lm=None, show_progress:
         raise StateError(f"run folder {run_dir} already exists")
     result = label_dataset(project, lm=lm, show_progress=show_progress)
     train_votes, dev = result.splits["train"], result.splits.get("dev")
-    names, k = list(taxonomy.names), len(taxonomy)
-    model, majority, kind = task.fit_label_model(cfg.label_model, train_votes.votes, k, project.gold("dev"), cfg.seed)
+    names, k, gold_dev = list(taxonomy.names), len(taxonomy), project.gold("dev")
+    model, majority, kind = task.fit_label_model(cfg.label_model, train_votes.votes, k, gold_dev, cfg.seed)
     P = model.predict_proba(train_votes.votes)
     covered = task.covered(train_votes.votes)
     student = task.train_student(train_votes.texts, P, covered, cfg.student, cfg.seed) if train else None
-    summary = task.summary(train_votes.votes, result.names, None if dev is None else dev.votes, project.gold("dev"),
+    summary = task.summary(train_votes.votes, result.names, None if dev is None else dev.votes, gold_dev,
                            result.invalid, k)
     probs = task.probabilities(train_votes.ids, train_votes.texts, P, covered, names)
     metrics = {

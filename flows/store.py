@@ -18,6 +18,8 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from labelloop.programs.errors import LabelloopError
+
 logger = logging.getLogger("labelloop")
 
 TABLE = """
@@ -128,7 +130,8 @@ def stored_or_asked(store: VoteStore, version: str, items: list[tuple[str, str]]
         name: the progress bar's label.
         max_concurrency: asks in flight at once.
         batch: answers committed together (1: each as it arrives).
-        tolerate_errors: log and count a failed ask (not stored, so a later run retries it) instead of raising.
+        tolerate_errors: log and count a failed ask (not stored, so a later run retries it) instead of raising;
+            a ``LabelloopError`` (a model that is not installed, for instance) always stops the run.
 
     Returns:
         Answers by record id, the number of LLM calls made, and the number of failed asks.
@@ -147,8 +150,8 @@ def stored_or_asked(store: VoteStore, version: str, items: list[tuple[str, str]]
             for (rid, text), fut in zip(chunk, futures):
                 try:
                     answer, n = fut.result()
-                except Exception as exc:  # one failed call is data, not a crash
-                    if not tolerate_errors:
+                except Exception as exc:  # one failed call is data, not a crash; a labelloop error stops the run
+                    if not tolerate_errors or isinstance(exc, LabelloopError):
                         store.put_many(version, done)
                         raise
                     errors += 1

@@ -2,8 +2,8 @@
 
 A flow asks a labeler for its version (the key its stored answers are found by), its DSPy
 program, the extra inputs it needs asked, and then turns the answers into votes through it; it
-never asks which type a labeler is. A new LLM labeler type is one subclass of ``LLMLabeler`` (and
-one config spec in ``labelloop.flows.config`` that builds it).
+never asks which type a labeler is. A new LLM labeler type is one subclass of ``LLMLabeler`` and
+one config spec (a ``LabelerSpec`` subclass, registered with ``register_labeler``) that builds it.
 """
 
 from __future__ import annotations
@@ -90,11 +90,12 @@ class LLMLabeler(ABC):
         """Answers outside what the labeler accepts (they count as abstains)."""
         return sum(1 for a in answers if a is not None and a.get("answer") is None)
 
-    def prompt_cost(self, text: str, ctx: LabelingContext) -> tuple[int, int]:
-        """(LLM calls, prompt characters) of answering ``text``."""
+    def prompt_cost(self, texts: list[str], ctx: LabelingContext) -> tuple[int, int]:
+        """(LLM calls, prompt characters) of answering ``texts``: one call each, with this labeler's prompt."""
         from labelloop.programs.choice import prompt_chars
 
-        return 1, prompt_chars(self.program(ctx), text)
+        program = self.program(ctx)
+        return len(texts), sum(prompt_chars(program, text) for text in texts)
 
     def direct_scores(self, answers: list[Answer], taxonomy: Taxonomy) -> np.ndarray | None:
         """(n, k) scores of what asking the LLM directly gives (no calibration, no label model), or None

@@ -116,17 +116,20 @@ class IRRLabeler(LLMLabeler):
             program.load_state(state)
         return program
 
-    def prompt_cost(self, text: str, ctx: LabelingContext) -> tuple[int, int]:
-        """(LLM calls, prompt characters): Infer per chunk, one Rank (its candidates approximated by the
-        first ``rank_n`` labels)."""
+    def prompt_cost(self, texts: list[str], ctx: LabelingContext) -> tuple[int, int]:
+        """(LLM calls, prompt characters) over ``texts``: Infer per chunk, one Rank per text (its candidates
+        approximated by the first ``rank_n`` labels)."""
         from labelloop.programs.choice import CompactJSONAdapter
         from labelloop.programs.irr import InferLabels, RankLabels, chunk_text
 
-        adapter, chunks = CompactJSONAdapter(), chunk_text(text, self.chunk_words)
-        chars = sum(len(m["content"]) for c in chunks for m in adapter.format(InferLabels, demos=[], inputs={"text": c}))
-        options = list(ctx.taxonomy.names[: self.rank_n])
-        rank = adapter.format(RankLabels, demos=[], inputs={"text": chunks[0], "options": options})
-        return len(chunks) + 1, chars + sum(len(m["content"]) for m in rank)
+        adapter, options = CompactJSONAdapter(), list(ctx.taxonomy.names[: self.rank_n])
+        calls = chars = 0
+        for text in texts:
+            chunks = chunk_text(text, self.chunk_words)
+            messages = [m for c in chunks for m in adapter.format(InferLabels, demos=[], inputs={"text": c})]
+            messages += adapter.format(RankLabels, demos=[], inputs={"text": chunks[0], "options": options})
+            calls, chars = calls + len(chunks) + 1, chars + sum(len(m["content"]) for m in messages)
+        return calls, chars
 
 
 def state_hash(state: dict | None) -> str:

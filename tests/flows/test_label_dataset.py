@@ -12,7 +12,7 @@ def test_concurrent_answers_are_stored_once(tmp_path):
     lm = rule_lm()
     labeler = zero_shot_labeler(TAX)
     items = [(f"r{i}", f"my parcel number {i}" if i % 2 else f"refund number {i}") for i in range(40)]
-    ask = asker(labeler.program(), lm)
+    ask = asker(labeler.program(), lambda: lm)
     answers, calls, errors = stored_or_asked(store, "v1", items, ask, name=labeler.name, max_concurrency=4, show_progress=False)
     assert (calls, errors) == (40, 0)
     assert [answers[f"r{i}"]["answer"] for i in range(4)] == ["billing", "shipping", "billing", "shipping"]
