@@ -29,6 +29,7 @@ from labelloop.programs.errors import (
     ConfigError,
     DataError,
     LabelloopError,
+    LLMUnavailable,
     ModelNotAvailable,
     NotEnoughVotes,
     StateError,
@@ -37,9 +38,9 @@ from labelloop.programs.errors import (
 from labelloop.programs.lm import LMSpec, make_lm
 
 __all__ = [
-    "ConfigError", "DataError", "IRRLabeler", "LLMLabeler", "LMSpec", "LabelModelWrapper", "LabelingContext",
-    "LabelingResult", "LabelloopError", "MajorityVote", "ModelNotAvailable", "MultiLabelModel", "NotEnoughVotes",
-    "Project", "StateError", "TaxonomyError", "label", "label_dataset", "load_project", "load_student",
+    "ConfigError", "DataError", "IRRLabeler", "LLMLabeler", "LLMUnavailable", "LMSpec", "LabelModelWrapper",
+    "LabelingContext", "LabelingResult", "LabelloopError", "MajorityVote", "ModelNotAvailable", "MultiLabelModel",
+    "NotEnoughVotes", "Project", "StateError", "TaxonomyError", "label", "label_dataset", "load_project", "load_student",
     "make_keyword_lf", "make_label_model", "make_lm", "make_regex_lf", "plan", "predict", "prompt_labeler", "run",
     "train", "zero_shot_labeler",
 ]

@@ -51,8 +51,9 @@ def _run_program(name, program, records, lm, store, version, fresh_calls):
     items = [(r["id"], r["text"]) for r in records]
     n_new = len(items) - len(store.get_many(version, items))
     started = time.time()
-    answers, fresh_calls[name], _ = stored_or_asked(store, version, items, asker(program, lambda: lm), name=name)
-    return [answers[r["id"]] for r in records], time.time() - started, n_new
+    got = stored_or_asked(store, version, items, asker(program, lambda: lm), name=name)
+    fresh_calls[name] = got.calls
+    return [got.answers[r["id"]] for r in records], time.time() - started, n_new
 
 
 def _rekey(store, labeler, ctx, lm) -> str:

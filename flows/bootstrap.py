@@ -11,7 +11,7 @@ model, prompt version): per-record summaries and assignments in the vote table, 
 markers in a step cache of their own. A re-run after a crash pays only for the calls that are
 missing. An existing output file is never overwritten without ``--update``, which starts from the
 file as a person left it and keeps their edits. ``bootstrap_taxonomy`` is a plain function;
-``bootstrap_flow`` runs it as a Prefect flow.
+``labelloop.flows.orchestration.bootstrap_flow`` runs it as a Prefect flow.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from pathlib import Path
 
 import dspy
 import yaml
-from prefect import flow
 
 from labelloop.flows.config import BootstrapSpec, ProjectConfig
 from labelloop.flows.io import read_records, read_taxonomy, write_text
@@ -101,9 +100,8 @@ def summarise(records: list[tuple[str, str]], spec: BootstrapSpec, lm, store: Vo
             pred = program(text=text)
         return {"summary": pred.summary, "ok": pred.ok}, pred.calls
 
-    known, calls, _ = stored_or_asked(store, version, records, ask, name="summarise", show_progress=show_progress,
-                                      batch=1, tolerate_errors=False)
-    return known, calls
+    got = stored_or_asked(store, version, records, ask, name="summarise", show_progress=show_progress, tolerate_errors=False)
+    return got.answers, got.calls
 
 
 def taxonomy_step(step: str, inputs: dict, spec: BootstrapSpec, lm, cache: StepCache, key: list,
@@ -124,11 +122,10 @@ def taxonomy_step(step: str, inputs: dict, spec: BootstrapSpec, lm, cache: StepC
         return result, result["calls"]
 
     try:
-        answers, calls, _ = stored_or_asked(cache, version, item, ask, name=step, show_progress=False, batch=1,
-                                            tolerate_errors=False)
+        got = stored_or_asked(cache, version, item, ask, name=step, show_progress=False, tolerate_errors=False)
     except TaxonomyError as exc:
         return {"labels": None, "calls": exc.attempts, "cached": False, "error": str(exc), "problems": exc.problems}
-    return {**answers[step], "calls": calls, "cached": calls == 0}
+    return {**got.answers[step], "calls": got.calls, "cached": got.calls == 0}
 
 
 def assign(records: list[tuple[str, str]], labels: list[dict], lm, store: VoteStore, key: list,
@@ -142,9 +139,9 @@ def assign(records: list[tuple[str, str]], labels: list[dict], lm, store: VoteSt
             pred = program(text=text)
         return {"answer": pred.answer, "probs": pred.probs, "raw": pred.raw}, 1
 
-    known, calls, _ = stored_or_asked(store, version, records, ask, name="coverage check", show_progress=show_progress,
-                                      batch=1, tolerate_errors=False)
-    return known, calls
+    got = stored_or_asked(store, version, records, ask, name="coverage check", show_progress=show_progress,
+                          tolerate_errors=False)
+    return got.answers, got.calls
 
 
 def name_groups(records: list[tuple[str, str]], summaries: dict[str, dict], spec: BootstrapSpec, lm, cache: StepCache,
@@ -339,5 +336,3 @@ def bootstrap_taxonomy(cfg: ProjectConfig, *, update: bool = False, lm=None, sho
         steps_cache.close()
     return result
 
-
-bootstrap_flow = flow(name="bootstrap-taxonomy")(bootstrap_taxonomy)

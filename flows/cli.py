@@ -15,7 +15,7 @@ from rich.table import Table
 # LiteLLM's cost map, a quiet Prefect, and time for its local server to start on a small machine.
 ENVIRONMENT = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "PREFECT_LOGGING_LEVEL": "WARNING",
                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
-               "HF_HUB_OFFLINE": "1"}
+               "HF_HUB_OFFLINE": "1", "PREFECT_LOGGING_EXTRA_LOGGERS": "labelloop"}
 
 app = typer.Typer(help="Turn unlabeled text into a trained classifier with an LLM in the loop.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -29,6 +29,10 @@ def _guard(fn, *args, **kwargs):
 
     try:
         return fn(*args, **kwargs)
+    except KeyboardInterrupt:
+        console.print("[bold red]interrupted:[/] every answer the LLM returned is stored; run the same command "
+                      "again to continue")
+        raise typer.Exit(130) from None
     except LabelloopError as exc:
         message = ""
         for line in filter(None, (x.strip() for x in str(exc).splitlines())):
@@ -53,37 +57,84 @@ def _print_run(run_dir: Path) -> None:
     if metrics["scores"]:
         console.print(table)
     console.print(f"LLM calls this run: {metrics['llm_calls']}  |  wall time: {metrics['wall_s']:.0f} s")
+    records = metrics.get("records")
+    if records:
+        console.print(f"records: {records['total']}  |  LLM answers new: {records['answers_new']}, "
+                      f"reused: {records['answers_reused']}")
+        for name, n in records["failed"].items():
+            if n:
+                console.print(f"[bold yellow]warning:[/] {name}: {n} record(s) have no answer (their LLM calls failed "
+                              "and they abstain); `labelloop plan` shows them, a later run retries them")
+        for name, n in records["truncated"].items():
+            if n:
+                console.print(f"[yellow]note:[/] {name}: {n} record(s) were shortened to fit the model's context")
+    if metrics.get("student"):
+        student = metrics["student"]
+        console.print(f"student: {'trained' if student['retrain'] else 'kept from ' + student['kept_from']} "
+                      f"({student['reason']})")
     console.print(f"[bold green]outputs:[/] {run_dir}")
     for name in sorted(p.name for p in run_dir.iterdir()):
         console.print(f"  {name}")
 
 
-def _run(config: Path, *, train: bool, stored_only: bool = False, progress: bool = True) -> None:
-    from labelloop.flows.project import load_project
-    from labelloop.flows.run_project import require_stored, run_project_flow
+def _refuse(message: str) -> None:
+    from labelloop.programs.errors import ConfigError
 
-    project = _guard(load_project, config)  # validate everything before a flow starts
+    raise ConfigError(message)
+
+
+def prefect_configured() -> bool:
+    """Whether a Prefect API is set (``PREFECT_API_URL``, in the environment or the active Prefect profile)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return True
+    from prefect.settings import get_current_settings
+
+    return bool(get_current_settings().api.url)
+
+
+def _run(config: Path, *, train: bool, stored_only: bool = False, progress: bool = True, runner: str = "local",
+         address: str | None = None, prefect: bool | None = None) -> None:
+    from labelloop.flows.project import load_project
+    from labelloop.flows.run_project import require_stored, run_project
+
+    project = _guard(load_project, config)  # validate everything before anything runs
     if stored_only:
         _guard(require_stored, project)
-    _print_run(_guard(run_project_flow, project, train=train, show_progress=progress))
+    if address and runner != "dask":
+        _guard(_refuse, "--address names a Dask scheduler; add --runner dask")
+    if runner != "local" or (prefect if prefect is not None else prefect_configured()):
+        from labelloop.flows.orchestration import run_project_flow
+
+        run_dir = _guard(run_project_flow, config, train=train, runner=runner, address=address)
+    else:  # no Prefect server to report to: skip starting a temporary one
+        run_dir = _guard(run_project, project, train=train, show_progress=progress)
+    _print_run(run_dir)
+
+
+RUNNER = typer.Option("local", help="where labeling tasks run: local (this process) or dask (a Dask cluster)")
+ADDRESS = typer.Option(None, help="Dask scheduler address (tcp://host:8786) for --runner dask; default: a local cluster")
+PREFECT = typer.Option(None, "--prefect/--no-prefect",
+                       help="run as a Prefect flow (default: when a Prefect API is configured, e.g. PREFECT_API_URL)")
 
 
 @app.command()
-def run(config: Path = CONFIG, progress: bool = typer.Option(True, help="show progress bars")):
+def run(config: Path = CONFIG, progress: bool = typer.Option(True, help="show progress bars"), runner: str = RUNNER,
+        address: str = ADDRESS, prefect: bool = PREFECT):
     """Label, denoise, train the student, evaluate and write a report (one run folder)."""
-    _run(config, train=True, progress=progress)
+    _run(config, train=True, progress=progress, runner=runner, address=address, prefect=prefect)
 
 
 @app.command()
-def label(config: Path = CONFIG, progress: bool = typer.Option(True, help="show progress bars")):
+def label(config: Path = CONFIG, progress: bool = typer.Option(True, help="show progress bars"), runner: str = RUNNER,
+          address: str = ADDRESS, prefect: bool = PREFECT):
     """Run every labeler and the label model; write votes, probabilistic labels and the LF summary."""
-    _run(config, train=False, progress=progress)
+    _run(config, train=False, progress=progress, runner=runner, address=address, prefect=prefect)
 
 
 @app.command()
-def train(config: Path = CONFIG):
+def train(config: Path = CONFIG, prefect: bool = PREFECT):
     """Train and evaluate the student from stored LLM answers only (no LLM call is made)."""
-    _run(config, train=True, stored_only=True, progress=False)
+    _run(config, train=True, stored_only=True, progress=False, prefect=prefect)
 
 
 @app.command()
@@ -96,29 +147,39 @@ def plan(config: Path = CONFIG):
     project = _guard(load_project, config)
     rows = _guard(plan_calls, project)
     table = Table(title="LLM work for this run")
-    for col in ("labeler", "records", "stored", "llm_calls", "prompt_tokens"):
+    cols = ("labeler", "records", "stored", "failed", "retrying", "llm_calls", "prompt_tokens")
+    for col in cols:
         table.add_column(col, justify="right" if col != "labeler" else "left")
     for row in rows:
-        table.add_row(*(str(row[c]) for c in ("labeler", "records", "stored", "llm_calls", "prompt_tokens")))
+        table.add_row(*(str(row[c]) for c in cols))
     console.print(table)
     calls, tokens = sum(r["llm_calls"] for r in rows), sum(r["prompt_tokens"] for r in rows)
     console.print(f"total: {calls} LLM calls, ~{tokens} prompt tokens")
+    failed = sum(r["failed"] for r in rows)
+    if failed:
+        console.print(f"[yellow]note:[/] {failed} answer(s) failed {project.config.max_attempts} times (max_attempts) "
+                      "and are not asked again; those records abstain")
     model = project.config.lm.model
     cost = estimate_cost(model, calls, tokens)
     if cost is not None:
         console.print(f"estimated cost on {model}: ${cost:.4f} (list prices; the shared prompt prefix may be cached for less)")
     elif is_local(model):
         console.print(f"runs locally, no API cost; about {calls / 60:.0f} min on 2 CPU cores at ~1 s per call")
+    if project.config.lm.api_base and calls:
+        console.print(f"[yellow]note:[/] {model} is served over an OpenAI-compatible API: set lm.max_concurrency "
+                      f"(now {project.config.lm.max_concurrency}) to the server's parallel slots (llama.cpp --parallel, "
+                      "vLLM --max-num-seqs, OLLAMA_NUM_PARALLEL); more only queues requests at the server, and on a "
+                      "single-slot llama.cpp server it evicts the cached prompt prefix between labelers", soft_wrap=True)
 
 
 @app.command()
 def optimize(config: Path = CONFIG, labeler: str = typer.Option(None, help="only this irr labeler")):
     """Compile the Infer-Retrieve-Rank labelers on the gold dev records; later runs use the result."""
-    from labelloop.flows.optimize import optimize_flow
+    from labelloop.flows.optimize import optimize_project
     from labelloop.flows.project import load_project
 
     project = _guard(load_project, config)
-    for row in _guard(optimize_flow, project, labeler):
+    for row in _guard(optimize_project, project, labeler):
         scores = ", ".join(f"{'zero-shot' if c['seed'] == -3 else 'seed ' + str(c['seed'])}: {c['score']}"
                            for c in row["candidates"])
         console.print(f"{row['labeler']}: demos {row['demos']}; candidates (RP@k % on the dev sample) {scores or 'n/a'}; "
@@ -133,11 +194,11 @@ def bootstrap(config: Path = CONFIG,
                                           help="refine the existing taxonomy on new records, keeping your edits"),
               progress: bool = typer.Option(True, help="show progress bars")):
     """Propose a taxonomy from a sample of the records (summarise, generate, update, review, coverage check)."""
-    from labelloop.flows.bootstrap import bootstrap_flow
+    from labelloop.flows.bootstrap import bootstrap_taxonomy
     from labelloop.flows.config import load_config
 
     cfg = _guard(load_config, config)
-    result = _guard(bootstrap_flow, cfg, update=update, show_progress=progress)
+    result = _guard(bootstrap_taxonomy, cfg, update=update, show_progress=progress)
     table = Table(title=f"taxonomy from {len(result.sample_ids)} sampled records")
     for col in ("label", "sampled records", "description"):
         table.add_column(col)
@@ -187,8 +248,37 @@ def init(data: Path = typer.Argument(..., help="data file to label"),
                   f"then `labelloop plan {output}`")
 
 
+@app.command()
+def schedule(config: Path = CONFIG,
+             cron: str = typer.Option(None, help='cron string in UTC, e.g. "0 2 * * *" (02:00 daily)'),
+             interval: float = typer.Option(None, help="seconds between runs (instead of --cron)"),
+             name: str = typer.Option(None, help="deployment name (default: the project's name)"),
+             train: bool = typer.Option(True, "--train/--no-train", help="also train the student in each run")):
+    """Serve `labelloop run` on a schedule from a Prefect server (PREFECT_API_URL); Ctrl-C stops serving."""
+    from labelloop.flows.orchestration import serve_schedule
+
+    def serving(info: dict) -> None:
+        console.print(f"[bold green]serving[/] deployment {info['deployment']} ({info['schedule']}) on {info['api_url']}")
+        console.print(f"  config: {info['config']}  |  parameters: {info['parameters']}", soft_wrap=True)
+        console.print(f"  run now: prefect deployment run '{info['deployment']}'")
+        console.print("Ctrl-C stops serving; the schedule stays active on the server (runs due meanwhile start when "
+                      "served again)", soft_wrap=True)
+
+    info = _guard(serve_schedule, config, cron=cron, interval=interval, name=name, train=train, on_serving=serving)
+    console.print(f"stopped serving {info['deployment']}; its schedule is still active (pause it with "
+                  f"`prefect deployment schedule pause '{info['deployment']}' --all`)", soft_wrap=True)
+
+
 def main() -> None:  # pragma: no cover
     """The `labelloop` command: configure the process, then run the command line."""
+    import logging
+
     for name, value in ENVIRONMENT.items():
         os.environ.setdefault(name, value)
+    # progress and per-labeler lines for logs: a scheduled run has no terminal for progress bars
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("labelloop")
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if sys.stderr.isatty() else logging.INFO)
     app(sys.argv[1:])

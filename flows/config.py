@@ -54,6 +54,12 @@ class StudentSpec(_Strict):
     max_features: int = 50_000
     C: float = 4.0
     min_confidence: float = Field(0.0, ge=0, le=1)
+    # "always" trains a new student every run; "on_change" keeps the last one unless at least
+    # retrain_new_fraction of the training records are new or changed since it was trained, or the
+    # weak label distribution moved by at least retrain_shift (total variation distance)
+    retrain: Literal["always", "on_change"] = "always"
+    retrain_new_fraction: float = Field(0.1, ge=0, le=1)
+    retrain_shift: float = Field(0.05, ge=0, le=1)
 
 
 class OptimizeSpec(_Strict):
@@ -98,6 +104,7 @@ class ProjectConfig(_Strict):
     student: StudentSpec = StudentSpec()
     optimize: OptimizeSpec = OptimizeSpec()
     seed: int = 0
+    max_attempts: int = Field(3, ge=1)  # failed asks after which a record is not asked again and abstains
     runs_dir: Path = Path("runs")
     store: Path = Path(".labelloop/votes.sqlite")
     programs_dir: Path = Path("optimized")  # optimized DSPy programs, one JSON file per labeler

@@ -73,7 +73,11 @@ def records_frame(df: pd.DataFrame, spec: DataSpec, source: str, *, require_labe
     if missing:
         raise DataError(f"{source}: expected column(s) {missing}, found {list(df.columns)}")
     df = df[list(cols)].rename(columns=cols)
-    df["id"] = df["id"].astype(str)
+    null = df.index[df["id"].isna()]
+    if len(null):
+        raise DataError(f"{source}: {len(null)} record(s) have no {spec.id!r} (null), e.g. row {int(null[0]) + 1}; "
+                        "every record needs an id")
+    df["id"] = df["id"].map(_id_text)
     bad = df.index[~df["text"].map(lambda t: isinstance(t, str) and bool(t.strip()))]
     if len(bad):
         raise DataError(f"{source}: {len(bad)} record(s) have empty or non-text {spec.text!r}, e.g. id {df.loc[bad[0], 'id']!r}")
@@ -83,6 +87,13 @@ def records_frame(df: pd.DataFrame, spec: DataSpec, source: str, *, require_labe
     if "label" in df.columns:
         df["label"] = _label_sets(df, spec, source) if multilabel else df["label"].astype(str)
     return df.reset_index(drop=True)
+
+
+def _id_text(value) -> str:
+    """An id as text; a whole float (a nullable integer column read as float) loses its ``.0``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _label_sets(df: pd.DataFrame, spec: DataSpec, path) -> pd.Series:

@@ -1,8 +1,7 @@
 """Labelling: run every labeler over every split and build the label matrices.
 
-LLM answers come from the vote store when present; only missing ones are computed, committed in
-small batches as they arrive. ``label_dataset`` is a plain function; ``label_dataset_flow`` runs it
-as a Prefect flow.
+LLM answers come from the vote store when present; only missing ones are asked, each committed as
+it arrives (see ``labelloop.flows.store``).
 """
 
 from __future__ import annotations
@@ -11,15 +10,17 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from types import SimpleNamespace
 
 import dspy
 import numpy as np
-from prefect import flow
 from snorkel.labeling import LFApplier
 
 from labelloop.flows.project import Project
-from labelloop.flows.store import VoteStore, stored_or_asked
+from labelloop.flows.store import Asked, VoteStore, stored_or_asked
+from labelloop.labelers.base import LLMLabeler
+from labelloop.programs.calls import call_with_retries, is_context_overflow, is_fatal
 
 logger = logging.getLogger("labelloop")
 
@@ -40,21 +41,59 @@ class LabelingResult:
     splits: dict[str, SplitVotes]
     llm_calls: int
     invalid: dict[str, int]
-    errors: dict[str, int]
+    failed: dict[str, int]  # LLM labeler -> records left without an answer (their asks failed; they abstain)
+    truncated: dict[str, int] = field(default_factory=dict)  # LLM labeler -> answers given on a shortened text
+    asked: dict[str, int] = field(default_factory=dict)  # LLM labeler -> answers new to the store this run
+    reused: dict[str, int] = field(default_factory=dict)  # LLM labeler -> answers found in the store
 
 
-def asker(program, get_lm: Callable[[], dspy.LM]):
+TRUNCATIONS = 6  # halvings of a text too long for the model's context before the record counts as failed
+
+
+def asker(program, get_lm: Callable[[], dspy.LM], *, attempts: int = 1):
     """``text -> (answer dict, LLM calls)`` for a labeler's program (an IRR answer reports its own count).
 
-    ``get_lm`` is called on the first ask, so an LM is only built when an answer is missing.
+    ``get_lm`` is called on the first ask, so an LM is only built when an answer is missing. Transient
+    errors are retried (``attempts`` tries in all); a text too long for the context is halved until it
+    fits, and the answer then says how many characters it saw (``truncated_to``).
     """
 
-    def ask(text: str) -> tuple[dict, int]:
+    def once(text: str) -> dict:
         with dspy.context(lm=get_lm()):
-            answer = dict(program(text=text).items())
+            return dict(program(text=text).items())
+
+    def ask(text: str) -> tuple[dict, int]:
+        seen = text
+        for _ in range(TRUNCATIONS):
+            try:
+                answer = call_with_retries(partial(once, seen), attempts=attempts)
+                break
+            except Exception as exc:
+                if not is_context_overflow(exc) or len(seen) < 2:
+                    raise
+                seen = seen[: len(seen) // 2]
+        else:
+            answer = call_with_retries(partial(once, seen), attempts=attempts)
+        if seen is not text:
+            answer["truncated_to"] = len(seen)
         return answer, answer.get("calls", 1)
 
     return ask
+
+
+def labeler_items(project: Project, labeler: LLMLabeler) -> list[tuple[str, str]]:
+    """Every (id, text) a labeler answers: its own extra items, then all records of every split."""
+    return labeler.extra_items() + [it for df in project.splits.values() for it in zip(df["id"], df["text"])]
+
+
+def answer_labeler(project: Project, labeler: LLMLabeler, store: VoteStore, get_lm: Callable[[], dspy.LM], *,
+                   items: list[tuple[str, str]] | None = None, show_progress: bool = True) -> Asked:
+    """A labeler's answers on ``items`` (default: all of them): stored, else claimed, asked and committed one by one."""
+    cfg, ctx = project.config, project.context()
+    return stored_or_asked(store, labeler.version(ctx), labeler_items(project, labeler) if items is None else items,
+                           asker(labeler.program(ctx), get_lm, attempts=1 + cfg.lm.retries), name=labeler.name,
+                           show_progress=show_progress, max_concurrency=cfg.lm.max_concurrency,
+                           max_attempts=cfg.max_attempts, fatal=is_fatal)
 
 
 def _built_once(make: Callable[[], dspy.LM]) -> Callable[[], dspy.LM]:
@@ -68,6 +107,11 @@ def _built_once(make: Callable[[], dspy.LM]) -> Callable[[], dspy.LM]:
         return made[0]
 
     return get
+
+
+def lm_getter(project: Project, lm=None) -> Callable[[], dspy.LM]:
+    """The LM to answer with: ``lm``, else built from the config on the first missing answer."""
+    return _built_once(project.config.lm.make) if lm is None else (lambda: lm)
 
 
 def apply_heuristics(lfs: list, texts: list[str]) -> np.ndarray:
@@ -85,33 +129,31 @@ def label_dataset(project: Project, *, lm=None, show_progress: bool = True) -> L
             answer is missing).
         show_progress: rich progress bars for LLM work.
     """
-    cfg, task, taxonomy = project.config, project.task, project.taxonomy
-    ctx = project.context()
+    task, taxonomy = project.task, project.taxonomy
     splits = {name: SplitVotes(df["id"].tolist(), df["text"].tolist()) for name, df in project.splits.items()}
-    calls, invalid, errors = 0, {}, {}
+    result = LabelingResult(project.labeler_names, splits, 0, {}, {})
     balance = task.class_balance(project.gold("dev"), len(taxonomy))
     columns = {name: [] for name in splits}
-    get_lm = _built_once(cfg.lm.make) if lm is None else (lambda: lm)
-    with VoteStore(cfg.store) as store:
+    get_lm = lm_getter(project, lm)
+    with VoteStore(project.config.store) as store:
         for labeler in project.llm_labelers:
             # all records of one labeler in a row, so llama.cpp reuses the shared prompt prefix
-            items = labeler.extra_items() + [it for s in splits.values() for it in zip(s.ids, s.texts)]
-            answers, n, failed = stored_or_asked(store, labeler.version(ctx), items, asker(labeler.program(ctx), get_lm),
-                                                 name=labeler.name, show_progress=show_progress,
-                                                 max_concurrency=cfg.lm.max_concurrency)
-            calls, errors[labeler.name] = calls + n, failed
+            got = answer_labeler(project, labeler, store, get_lm, show_progress=show_progress)
+            answers, name = got.answers, labeler.name
+            result.llm_calls += got.calls
+            result.asked[name], result.reused[name] = got.asked, len(answers) - got.asked
+            result.failed[name] = len(got.failed)
+            result.truncated[name] = sum(1 for a in answers.values() if "truncated_to" in a)
             labeler.fit([answers.get(rid) for rid in splits["train"].ids],
                         [answers.get(rid) for rid, _ in labeler.extra_items()], class_balance=balance)
-            invalid[labeler.name] = 0
-            for name, s in splits.items():
-                got = [answers.get(rid) for rid in s.ids]
-                s.answers[labeler.name] = got
-                invalid[labeler.name] += labeler.invalid(got)
-                columns[name].append(task.llm_votes(labeler, got, taxonomy))
-            logger.info("%s: %d LLM calls (%d answers reused)", labeler.name, n, len(items) - n)
+            result.invalid[name] = 0
+            for split, s in splits.items():
+                given = [answers.get(rid) for rid in s.ids]
+                s.answers[name] = given
+                result.invalid[name] += labeler.invalid(given)
+                columns[split].append(task.llm_votes(labeler, given, taxonomy))
+            logger.info("%s: %d LLM calls, %d answers reused, %d records failed", name, got.calls,
+                        result.reused[name], len(got.failed))
     for name, s in splits.items():
         s.votes = task.votes(columns[name], apply_heuristics(project.heuristic_lfs, s.texts), taxonomy, len(s.ids))
-    return LabelingResult(project.labeler_names, splits, calls, invalid, errors)
-
-
-label_dataset_flow = flow(name="label-dataset")(label_dataset)
+    return result

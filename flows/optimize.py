@@ -11,7 +11,6 @@ import time
 from datetime import UTC, datetime
 
 import dspy
-from prefect import flow
 
 from labelloop.flows.config import ConfigError
 from labelloop.flows.io import write_json
@@ -61,5 +60,3 @@ def optimize_project(project: Project, labeler: str | None = None, *, lm=None) -
                     "demos": {name: len(p.demos) for name, p in compiled.named_predictors()}})
     return out
 
-
-optimize_flow = flow(name="optimize")(optimize_project)

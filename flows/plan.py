@@ -30,17 +30,23 @@ def estimate_cost(model: str, calls: int, prompt_tokens: int) -> float | None:
 
 
 def plan_calls(project: Project) -> list[dict]:
-    """Per LLM labeler: answers already stored, LLM calls still needed, and estimated prompt tokens.
+    """Per LLM labeler: answers already stored, records given up on, LLM calls still needed, estimated prompt tokens.
 
+    A record whose asks failed ``max_attempts`` times is not asked again (``failed``; it abstains).
     Tokens are estimated at 4 characters each over the exact prompts; with the embedded model the
     shared prefix is cached, so the tokens actually processed are fewer.
     """
-    ctx, rows = project.context(), []
+    from labelloop.flows.label_dataset import labeler_items
+
+    ctx, rows, limit = project.context(), [], project.config.max_attempts
     with VoteStore(project.config.store) as store:
         for labeler in project.llm_labelers:
-            items = labeler.extra_items() + [it for df in project.splits.values() for it in zip(df["id"], df["text"])]
-            stored = store.get_many(labeler.version(ctx), items)
-            calls, chars = labeler.prompt_cost([text for rid, text in items if rid not in stored], ctx)
-            rows.append({"labeler": labeler.name, "records": len(items), "stored": len(stored),
-                         "llm_calls": calls, "prompt_tokens": chars // 4})
+            items, version = labeler_items(project, labeler), labeler.version(ctx)
+            stored = store.get_many(version, items)
+            missing = [(rid, text) for rid, text in items if rid not in stored]
+            failures = store.failures(version, missing)
+            gave_up = {rid for rid, (n, _) in failures.items() if n >= limit}
+            calls, chars = labeler.prompt_cost(list(dict.fromkeys(text for rid, text in missing if rid not in gave_up)), ctx)
+            rows.append({"labeler": labeler.name, "records": len(items), "stored": len(stored), "failed": len(gave_up),
+                         "retrying": len(failures) - len(gave_up), "llm_calls": calls, "prompt_tokens": chars // 4})
     return rows

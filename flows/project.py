@@ -16,6 +16,7 @@ from labelloop.flows.store import label_vectors
 from labelloop.labelers.base import LabelingContext, LLMLabeler
 from labelloop.labelers.labels import Taxonomy
 from labelloop.labelers.tasks import TASKS
+from labelloop.programs.errors import DataError
 
 
 @dataclass
@@ -118,6 +119,25 @@ def _taxonomy(cfg: ProjectConfig) -> Taxonomy:
         raise ConfigError(f"taxonomy: {exc}") from None
 
 
+def check_ids_across(splits: dict[str, pd.DataFrame], sources: dict[str, object]) -> None:
+    """Refuse an id that names different texts in two files: each record's answers are its own.
+
+    The same record (same id, same text) in two files is allowed: it is one question, asked once.
+    """
+    seen: dict[str, tuple[str, str]] = {}  # id -> (split, text)
+    clashes = []
+    for split, df in splits.items():
+        for rid, text in zip(df["id"], df["text"]):
+            if rid in seen and seen[rid][1] != text:
+                clashes.append((rid, seen[rid][0], split))
+            seen.setdefault(rid, (split, text))
+    if clashes:
+        rid, a, b = clashes[0]
+        examples = ", ".join(repr(c[0]) for c in clashes[:5])
+        raise DataError(f"ids must be unique across the project's files: {len(clashes)} id(s) name different records in "
+                        f"{sources[a]} and {sources[b]} (e.g. {examples}); renumber one file or prefix its ids")
+
+
 def load_project(config: Path | str | dict, *, base_dir: Path | None = None, data: pd.DataFrame | None = None,
                  gold: pd.DataFrame | None = None, test: pd.DataFrame | None = None) -> Project:
     """Load and validate a whole project before anything runs.
@@ -155,6 +175,8 @@ def load_project(config: Path | str | dict, *, base_dir: Path | None = None, dat
         if required:
             check_labels(df, taxonomy, spec.path or f"the {split} DataFrame")
         splits[split] = df
+    check_ids_across(splits, {split: (spec.path if spec and spec.path else f"the {split} DataFrame")
+                              for split, spec in specs.items()})
     llm, heuristic = build_labelers(cfg, taxonomy)
     return Project(cfg, config_path, taxonomy, splits, llm, heuristic, load_programs(cfg, llm))
 

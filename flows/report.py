@@ -14,6 +14,26 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _records_line(metrics: dict) -> str:
+    """Answers new and reused this run, and any records the LLM failed on or saw shortened."""
+    rec = metrics.get("records")
+    if not rec:
+        return ""
+    line = f"- LLM answers: {rec['answers_new']} new, {rec['answers_reused']} reused from the vote store\n"
+    failed = {k: v for k, v in rec["failed"].items() if v}
+    if failed:
+        line += (f"- **records without an LLM answer** (their calls failed; they abstain): {failed}; "
+                 "`labelloop plan` shows them, `metrics.json` has the counts\n")
+    truncated = {k: v for k, v in rec["truncated"].items() if v}
+    if truncated:
+        line += f"- records shortened to fit the model's context: {truncated}\n"
+    student = metrics.get("student")
+    if student:
+        how = "trained in this run" if student["retrain"] else f"kept from {student['kept_from']}"
+        line += f"- student: {how} ({student['reason']})\n"
+    return line
+
+
 def render_report(name: str, metrics: dict, summary: pd.DataFrame, label_counts: dict[str, int]) -> str:
     rows = [{"split": split, "method": method, **vals}
             for split, by_method in metrics["scores"].items() for method, vals in by_method.items()]
@@ -23,6 +43,7 @@ def render_report(name: str, metrics: dict, summary: pd.DataFrame, label_counts:
         f"# labelloop run: {name}\n\n"
         f"- records labeled: {metrics['n_train']} (covered by at least one labeler: {metrics['coverage']:.1%})\n"
         f"- LLM calls this run: {metrics['llm_calls']} (model `{metrics['model']}`)\n"
+        f"{_records_line(metrics)}"
         f"- label model: {metrics['label_model']}\n"
         f"- wall time: {metrics['wall_s']:.1f} s\n\n"
         f"## Scores on gold records\n\n{_table(rows)}\n"

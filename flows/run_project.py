@@ -1,24 +1,27 @@
 """A run: label, denoise, train, evaluate and report into one run folder.
 
 ``run_project`` is a plain function with one path for both tasks (the project's task object
-supplies what differs); ``run_project_flow`` runs it as a Prefect flow.
+supplies what differs); ``labelloop.flows.orchestration`` runs it as a Prefect flow.
 """
 
 from __future__ import annotations
 
+import logging
+import shutil
 import time
 from datetime import datetime
 from pathlib import Path
 
-from prefect import flow
-
 from labelloop.flows.config import config_to_yaml
-from labelloop.flows.io import write_frame, write_json, write_text
+from labelloop.flows.io import atomic_path, write_frame, write_json, write_text
 from labelloop.flows.label_dataset import LabelingResult, label_dataset
-from labelloop.flows.predict import save_student
+from labelloop.flows.predict import load_student, save_student
 from labelloop.flows.project import Project
 from labelloop.flows.report import render_model_card, render_report
+from labelloop.flows.store import text_hash
 from labelloop.programs.errors import StateError
+
+logger = logging.getLogger("labelloop")
 
 
 def evaluate(project: Project, result: LabelingResult, model, majority, student) -> dict:
@@ -45,52 +48,133 @@ def require_stored(project: Project) -> None:
         raise StateError(f"{missing} LLM answers are not stored yet; run `labelloop label {where}` first")
 
 
-def run_project(project: Project, *, train: bool = True, lm=None, show_progress: bool = True) -> Path:
+def new_run_dir(cfg) -> Path:
+    """A new run folder named by the time; a second run in the same second gets a suffix."""
+    stem = cfg.runs_dir / f"{cfg.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    cfg.runs_dir.mkdir(parents=True, exist_ok=True)
+    for n in range(1000):
+        path = stem if n == 0 else stem.with_name(f"{stem.name}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise StateError(f"could not find a free run folder name beside {stem}")
+
+
+def _distribution(counts: dict) -> dict[str, float]:
+    total = sum(counts.values()) or 1
+    return {k: v / total for k, v in counts.items()}
+
+
+def last_student(cfg) -> Path | None:
+    """The newest run folder of this project that holds a student (run folders sort by time)."""
+    if not cfg.runs_dir.is_dir():
+        return None
+    runs = sorted(p for p in cfg.runs_dir.glob(f"{cfg.name}-*")
+                  if (p / "model.skops").is_file() and (p / "metrics.json").is_file())
+    return runs[-1] if runs else None
+
+
+def student_decision(cfg, task, probs, hashes: set[str]) -> dict:
+    """Whether to train a new student, by ``student.retrain``; says why, and which run trained the one kept.
+
+    A kept student is compared against the run that trained it, so small changes add up until they count.
+    """
+    import json
+
+    import pandas as pd
+
+    if cfg.student.retrain == "always":
+        return {"retrain": True, "reason": "student.retrain is always"}
+    previous = last_student(cfg)
+    if previous is None:
+        return {"retrain": True, "reason": "no earlier student"}
+    trained_in = json.loads((previous / "metrics.json").read_text()).get("student", {}).get("trained_in", previous.name)
+    basis = cfg.runs_dir / trained_in / "probabilistic_labels.parquet"
+    if not basis.is_file():
+        return {"retrain": True, "reason": f"the labels {trained_in} trained on are gone"}
+    old = pd.read_parquet(basis)
+    new_fraction = len(hashes - {text_hash(t) for t in old["text"]}) / max(len(hashes), 1)
+    before, now = _distribution(task.label_counts(old)), _distribution(task.label_counts(probs))
+    shift = 0.5 * sum(abs(before.get(k, 0.0) - now.get(k, 0.0)) for k in set(before) | set(now))
+    facts = {"new_fraction": round(new_fraction, 4), "label_shift": round(shift, 4), "kept_from": previous.name,
+             "trained_in": trained_in}
+    if new_fraction >= cfg.student.retrain_new_fraction:
+        return {**facts, "retrain": True, "reason": f"{new_fraction:.1%} of training records are new or changed "
+                f"(>= {cfg.student.retrain_new_fraction:.0%})"}
+    if shift >= cfg.student.retrain_shift:
+        return {**facts, "retrain": True,
+                "reason": f"the weak label distribution moved by {shift:.3f} (>= {cfg.student.retrain_shift})"}
+    return {**facts, "retrain": False, "reason": f"{new_fraction:.1%} new records and a label shift of {shift:.3f} are "
+            f"under student.retrain_new_fraction and retrain_shift"}
+
+
+def run_project(project: Project, *, train: bool = True, lm=None, show_progress: bool = True,
+                calls_in_tasks: int = 0) -> Path:
     """Label (LLM answers from the store when present), fit the label model, train and evaluate the student.
 
     Args:
         project: the loaded project (``labelloop.load_project``).
-        train: also train, evaluate and export the student.
+        train: also train (or, by ``student.retrain``, keep), evaluate and export the student.
         lm: the DSPy LM that answers; built from the config when None.
         show_progress: rich progress bars for LLM work.
+        calls_in_tasks: LLM calls that labeling tasks made for this run before it (``--runner dask``).
 
     Returns:
         The run folder.
     """
     started = time.time()
     cfg, task, taxonomy = project.config, project.task, project.taxonomy
-    run_dir = cfg.runs_dir / f"{cfg.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    if run_dir.exists():
-        raise StateError(f"run folder {run_dir} already exists")
     result = label_dataset(project, lm=lm, show_progress=show_progress)
     train_votes, dev = result.splits["train"], result.splits.get("dev")
     names, k, gold_dev = list(taxonomy.names), len(taxonomy), project.gold("dev")
     model, majority, kind = task.fit_label_model(cfg.label_model, train_votes.votes, k, gold_dev, cfg.seed)
     P = model.predict_proba(train_votes.votes)
     covered = task.covered(train_votes.votes)
-    student = task.train_student(train_votes.texts, P, covered, cfg.student, cfg.seed) if train else None
+    probs = task.probabilities(train_votes.ids, train_votes.texts, P, covered, names)
+    decision, student = None, None
+    if train:
+        decision = student_decision(cfg, task, probs, {text_hash(t) for t in train_votes.texts})
+        if decision["retrain"]:
+            student = task.train_student(train_votes.texts, P, covered, cfg.student, cfg.seed)
+        else:
+            student = load_student(cfg.runs_dir / decision["kept_from"] / "model.skops")
+        logger.info("student: %s (%s)", "trained" if decision["retrain"] else f"kept from {decision['kept_from']}",
+                    decision["reason"])
     summary = task.summary(train_votes.votes, result.names, None if dev is None else dev.votes, gold_dev,
                            result.invalid, k)
-    probs = task.probabilities(train_votes.ids, train_votes.texts, P, covered, names)
+    for column, counts in (("llm_failures", result.failed), ("truncated", result.truncated)):
+        summary[column] = [counts.get(name, "") for name in summary.index]
+    llm = project.llm_labelers
     metrics = {
         "name": cfg.name, "task": task.name, "labels": names, "model": cfg.lm.model, "label_model": kind,
         **task.model_info(model), "features": cfg.student.features, "n_train": len(train_votes.ids),
-        "coverage": float(covered.mean()), "llm_calls": result.llm_calls, "llm_errors": result.errors,
+        "coverage": float(covered.mean()), "llm_calls": result.llm_calls + calls_in_tasks,
+        "llm_calls_in_tasks": calls_in_tasks, "llm_failures": result.failed,
+        "records": {"total": sum(len(s.ids) for s in result.splits.values()),
+                    "answers_new": sum(result.asked.values()), "answers_reused": sum(result.reused.values()),
+                    "failed": {lf.name: result.failed[lf.name] for lf in llm},
+                    "truncated": {lf.name: result.truncated[lf.name] for lf in llm}},
         "scores": evaluate(project, result, model, majority, student),
     }
+    run_dir = new_run_dir(cfg)
+    if decision is not None:
+        metrics["student"] = {**decision, "trained_in": run_dir.name} if decision["retrain"] else decision
     write_text(run_dir / "config.yaml", config_to_yaml(cfg))
     for split, votes in result.splits.items():
         write_frame(run_dir / f"votes_{split}.parquet", task.matrix_frame(result.names, votes.ids, votes.texts,
                                                                           votes.votes, names))
     write_frame(run_dir / "probabilistic_labels.parquet", probs)
     write_frame(run_dir / "lf_summary.csv", summary.reset_index(names="labeler"))
-    if student is not None:
+    if decision is not None and not decision["retrain"]:
+        with atomic_path(run_dir / "model.skops") as tmp:
+            shutil.copyfile(cfg.runs_dir / decision["kept_from"] / "model.skops", tmp)
+    elif student is not None:
         save_student(student, run_dir / "model.skops")
+    if student is not None:
         write_text(run_dir / "model_card.md", render_model_card(cfg.name, names, metrics, result.names))
     metrics["wall_s"] = time.time() - started
     write_json(run_dir / "metrics.json", metrics)
     write_text(run_dir / "report.md", render_report(cfg.name, metrics, summary, task.label_counts(probs)))
     return run_dir
-
-
-run_project_flow = flow(name="run-project")(run_project)

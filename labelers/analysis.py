@@ -8,9 +8,34 @@ import pandas as pd
 from labelloop.labelers.labels import ABSTAIN
 
 
+def _polarities(L: np.ndarray, voted: np.ndarray) -> list[list[int]]:
+    """Sorted distinct non-abstain votes of each labeler, without a sort of each column.
+
+    Few classes: one column count per class. Many: one bincount over (labeler, vote) cells.
+    Anything else (floats, negative codes): np.unique per column.
+    """
+    m = L.shape[1]
+    if not (L.size and np.issubdtype(L.dtype, np.integer) and L.min() >= ABSTAIN):
+        return [np.unique(L[voted[:, j], j]).tolist() for j in range(m)]
+    k = int(L.max()) + 1
+    if k <= 8:
+        seen = np.stack([np.count_nonzero(L == c, axis=0) for c in range(k)], axis=1) if k else np.zeros((m, 0), int)
+    else:
+        cells = ((L + 1) + np.arange(m) * (k + 1)).ravel()
+        seen = np.bincount(cells, minlength=m * (k + 1)).reshape(m, k + 1)[:, 1:]
+    return [np.flatnonzero(row).tolist() for row in seen]
+
+
 def lf_summary(L: np.ndarray, names: list[str], *, L_dev: np.ndarray | None = None, y_dev=None,
                invalid: dict[str, int] | None = None) -> pd.DataFrame:
-    """One row per labeler, computed with vectorised numpy (Snorkel's version loops in Python).
+    """One row per labeler, in a few whole-matrix numpy passes, fast at a million records.
+
+    Snorkel's LFAnalysis takes seconds there (sparse copies, a set and a confusion matrix per
+    labeler); the figures here are the same: coverage, overlaps and conflicts equal its
+    ``lf_coverages``, ``lf_overlaps`` and ``lf_conflicts``, polarity its ``lf_polarities``, and
+    dev_accuracy its "Emp. Acc." on the dev records. Conflicts rest on one fact: a labeler that
+    voted on a record disagrees with another voter there exactly when not every voter gave the
+    record's largest vote, so one row reduction replaces a comparison with every other labeler.
 
     Args:
         L: (n, m) votes on the unlabeled records.
@@ -29,26 +54,34 @@ def lf_summary(L: np.ndarray, names: list[str], *, L_dev: np.ndarray | None = No
     L = np.asarray(L)
     if L.shape[1] != len(names):
         raise ValueError(f"L has {L.shape[1]} columns but {len(names)} labeler names were given")
+    n, m = L.shape
     voted = L != ABSTAIN
-    n_voting = voted.sum(axis=1)
-    rows = {}
-    for j, name in enumerate(names):
-        col, v = L[:, j], voted[:, j]
-        others = L[:, [k for k in range(len(names)) if k != j]]
-        disagree = ((others != ABSTAIN) & (others != col[:, None])).any(axis=1) if others.size else np.zeros(len(L), bool)
-        row = {
-            "polarity": sorted(set(col[v].tolist())),
-            "coverage": v.mean() if len(L) else 0.0,
-            "overlaps": (v & (n_voting > 1)).mean() if len(L) else 0.0,
-            "conflicts": (v & disagree).mean() if len(L) else 0.0,
-        }
-        if L_dev is not None and y_dev is not None:
-            dv = L_dev[:, j] != ABSTAIN
-            row["dev_coverage"] = dv.mean() if len(dv) else 0.0
-            row["dev_accuracy"] = (L_dev[dv, j] == np.asarray(y_dev)[dv]).mean() if dv.any() else np.nan
-        if invalid is not None:
-            row["invalid_answers"] = invalid.get(name, 0)
-        rows[name] = row
+    rows: dict[str, dict] = {name: {} for name in names}
+    if n and m:
+        n_voting = voted.sum(axis=1)
+        high = L.max(axis=1)  # abstain (-1) is below every class: the largest vote wherever anyone voted
+        conflicted = np.count_nonzero(L == high[:, None], axis=1) < n_voting  # some voter is below the largest vote
+        # per-labeler counts of the records it voted on, that are overlapped, that are conflicted, in one product
+        # (float64 sums of 0/1 are exact up to 2**53 records)
+        counts = np.stack([np.ones(n), n_voting > 1, conflicted]) @ voted.astype(np.float64)
+        coverage, overlaps, conflicts = counts / n
+    else:
+        coverage = overlaps = conflicts = np.zeros(m)
+    for j, polarity in enumerate(_polarities(L, voted)):
+        rows[names[j]].update(polarity=polarity, coverage=coverage[j], overlaps=overlaps[j], conflicts=conflicts[j])
+    if L_dev is not None and y_dev is not None:
+        L_dev = np.asarray(L_dev)
+        dv = L_dev != ABSTAIN
+        n_dev = dv.sum(axis=0)
+        correct = (dv & (L_dev == np.asarray(y_dev).reshape(-1, 1))).sum(axis=0)
+        dev_coverage = n_dev / len(L_dev) if len(L_dev) else np.zeros(m)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dev_accuracy = np.where(n_dev > 0, correct / n_dev, np.nan)
+        for j, name in enumerate(names):
+            rows[name].update(dev_coverage=dev_coverage[j], dev_accuracy=dev_accuracy[j])
+    if invalid is not None:
+        for name in names:
+            rows[name]["invalid_answers"] = invalid.get(name, 0)
     return pd.DataFrame.from_dict(rows, orient="index")
 
 

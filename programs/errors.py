@@ -37,3 +37,7 @@ class TaxonomyError(LabelloopError, RuntimeError):
         self.step, self.problems, self.attempts = step, problems, attempts
         super().__init__(f"taxonomy step {step!r} gave no valid answer in {attempts} attempt(s); "
                          f"last problems: {'; '.join(problems)}")
+
+
+class LLMUnavailable(LabelloopError, RuntimeError):
+    """The LLM endpoint keeps failing (a rejected key, an unreachable server): the run stops instead of failing every record."""

@@ -266,8 +266,11 @@ def is_local(model: str) -> bool:
 
 def make_lm(model: str = "local", *, api_base: str | None = None, temperature: float = 0.0,
             max_tokens: int = 256, n_threads: int | None = None, n_ctx: int = 2048, cache: bool = False,
-            **kwargs) -> dspy.LM:
+            timeout: float | None = None, **kwargs) -> dspy.LM:
     """Build the DSPy LM for a config's ``lm.model``.
+
+    DSPy never retries (``num_retries=0``): labelloop's bounded retries
+    (``labelloop.programs.calls.call_with_retries``) are the only ones, so ``lm.retries`` is the whole budget.
 
     Args:
         model: ``local`` (embedded 1.5B), ``local-small`` (embedded 0.5B), a path to a ``.gguf``
@@ -277,9 +280,9 @@ def make_lm(model: str = "local", *, api_base: str | None = None, temperature: f
         max_tokens: the answer budget per call.
         n_threads: llama.cpp threads for local models.
         n_ctx: llama.cpp context size (prompt plus answer tokens) for local models.
-        cache: DSPy's response cache for local models (the vote store already keeps labeling
-            answers; optimizers, which repeat identical calls, turn it on). Hosted models keep
-            DSPy's default.
+        cache: DSPy's response cache (the vote store already keeps labeling answers, and a cache
+            hit would hide calls from the counts; optimizers, which repeat identical calls, turn it on).
+        timeout: seconds each request to a hosted model may take (None: the client's default).
 
     Returns:
         A configured ``dspy.LM``.
@@ -290,11 +293,14 @@ def make_lm(model: str = "local", *, api_base: str | None = None, temperature: f
             raise ModelNotAvailable(f"lm.model points at {path}, which does not exist")
         engine = LlamaCppEngine(path, n_threads=n_threads, n_ctx=n_ctx)
         return dspy.LM(f"llamacpp/{path.stem}", engine=engine, temperature=temperature, max_tokens=max_tokens,
-                       cache=cache)
+                       cache=cache, num_retries=0)
     use_bundled_cost_map()
+    kwargs.setdefault("num_retries", 0)
     if api_base:
         kwargs["api_base"] = api_base
-    return dspy.LM(model, temperature=temperature, max_tokens=max_tokens, **kwargs)
+    if timeout is not None:
+        kwargs["timeout"] = timeout
+    return dspy.LM(model, temperature=temperature, max_tokens=max_tokens, cache=cache, **kwargs)
 
 
 def use_bundled_cost_map() -> None:
@@ -324,11 +330,14 @@ class LMSpec(pydantic.BaseModel):
     max_tokens: int = 256
     max_concurrency: int = pydantic.Field(1, ge=1, le=64)
     n_threads: int | None = None
+    retries: int = pydantic.Field(3, ge=0, le=10)  # extra tries of an ask after a transient error (429, 5xx, timeout)
+    timeout_s: float = pydantic.Field(120, gt=0)  # per request to a hosted model
 
     def key(self) -> tuple[str, dict]:
         """What decides the answers, part of every stored answer's key: the weights and the answer settings.
 
-        Concurrency and threads are left out: they change how fast answers come, not what they are.
+        Concurrency, threads, retries and the timeout are left out: they change how fast (or whether)
+        answers come, not what they are.
         """
         return model_identity(self.model), {"api_base": self.api_base, "max_tokens": self.max_tokens,
                                             "temperature": self.temperature}
@@ -340,4 +349,4 @@ class LMSpec(pydantic.BaseModel):
     def make(self, **overrides) -> dspy.LM:
         """The DSPy LM for this spec (``overrides``: other ``make_lm`` arguments, e.g. ``cache``, ``n_ctx``)."""
         return make_lm(self.model, api_base=self.api_base, temperature=self.temperature, max_tokens=self.max_tokens,
-                       n_threads=self.n_threads, **overrides)
+                       n_threads=self.n_threads, timeout=self.timeout_s, **overrides)

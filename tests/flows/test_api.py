@@ -139,7 +139,8 @@ def test_a_new_llm_labeler_type_is_one_class_and_one_spec(example_project, monke
     lm = rule_lm()
     project = labelloop.load_project(example_project)
     assert [lf.name for lf in project.llm_labelers] == ["zero_shot", "asks_about_money", "money_or_parcel"]
-    assert labelloop.plan(project)[2] == {"labeler": "money_or_parcel", "records": 280, "stored": 0, "llm_calls": 280,
+    assert labelloop.plan(project)[2] == {"labeler": "money_or_parcel", "records": 280, "stored": 0, "failed": 0,
+                                          "retrying": 0, "llm_calls": 280,
                                           "prompt_tokens": labelloop.plan(project)[2]["prompt_tokens"]}
     run_dir = labelloop.run(project, lm=lm)
     summary = pd.read_csv(run_dir / "lf_summary.csv").set_index("labeler")

@@ -13,15 +13,16 @@ def test_concurrent_answers_are_stored_once(tmp_path):
     labeler = zero_shot_labeler(TAX)
     items = [(f"r{i}", f"my parcel number {i}" if i % 2 else f"refund number {i}") for i in range(40)]
     ask = asker(labeler.program(), lambda: lm)
-    answers, calls, errors = stored_or_asked(store, "v1", items, ask, name=labeler.name, max_concurrency=4, show_progress=False)
-    assert (calls, errors) == (40, 0)
+    got = stored_or_asked(store, "v1", items, ask, name=labeler.name, max_concurrency=4, show_progress=False)
+    answers = got.answers
+    assert (got.calls, got.failed) == (40, {})
     assert [answers[f"r{i}"]["answer"] for i in range(4)] == ["billing", "shipping", "billing", "shipping"]
-    again, calls, _ = stored_or_asked(store, "v1", items, ask, name=labeler.name, max_concurrency=4, show_progress=False)
-    assert calls == 0 and again == answers and lm.engine.calls == 40
+    again = stored_or_asked(store, "v1", items, ask, name=labeler.name, max_concurrency=4, show_progress=False)
+    assert again.calls == 0 and again.answers == answers and lm.engine.calls == 40
     # a changed text is a new question; an unchanged one is not
     items[0] = ("r0", "my parcel is lost")
-    changed, calls, _ = stored_or_asked(store, "v1", items, ask, name=labeler.name, show_progress=False)
-    assert calls == 1 and changed["r0"]["answer"] == "shipping"
+    changed = stored_or_asked(store, "v1", items, ask, name=labeler.name, show_progress=False)
+    assert changed.calls == 1 and changed.answers["r0"]["answer"] == "shipping"
     assert store.count() == 41
 
 

@@ -104,7 +104,7 @@ def test_multilabel_example_on_the_embedded_model(multilabel_project):
         path.write_text("".join(path.read_text().splitlines(keepends=True)[:keep]))
     run_dir = run_project(load_project(multilabel_project), show_progress=False)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert 16 * 2 <= metrics["llm_calls"] <= 16 * 3 and not any(metrics["llm_errors"].values())
+    assert 16 * 2 <= metrics["llm_calls"] <= 16 * 3 and not any(metrics["llm_failures"].values())
     summary = pd.read_csv(run_dir / "lf_summary.csv").set_index("labeler")
     assert summary.loc["irr", "coverage"] > 0.5  # the model answers, inside the taxonomy
     votes = pd.read_parquet(run_dir / "votes_train.parquet")
