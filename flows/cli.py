@@ -59,8 +59,9 @@ def _print_run(run_dir: Path) -> None:
     console.print(f"LLM calls this run: {metrics['llm_calls']}  |  wall time: {metrics['wall_s']:.0f} s")
     records = metrics.get("records")
     if records:
-        console.print(f"records: {records['total']}  |  LLM answers new: {records['answers_new']}, "
-                      f"reused: {records['answers_reused']}")
+        console.print(f"records: {records['total']} ({records['new']} new or changed, {records['failed_records']} "
+                      f"without some LLM answer)  |  LLM answers new: {records['answers_new']}, reused: "
+                      f"{records['answers_reused']}")
         for name, n in records["failed"].items():
             if n:
                 console.print(f"[bold yellow]warning:[/] {name}: {n} record(s) have no answer (their LLM calls failed "

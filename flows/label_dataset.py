@@ -45,6 +45,8 @@ class LabelingResult:
     truncated: dict[str, int] = field(default_factory=dict)  # LLM labeler -> answers given on a shortened text
     asked: dict[str, int] = field(default_factory=dict)  # LLM labeler -> answers new to the store this run
     reused: dict[str, int] = field(default_factory=dict)  # LLM labeler -> answers found in the store
+    new_records: set[str] = field(default_factory=set)  # records some LLM labeler asked about this run
+    failed_records: set[str] = field(default_factory=set)  # records some LLM labeler has no answer for
 
 
 TRUNCATIONS = 6  # halvings of a text too long for the model's context before the record counts as failed
@@ -135,14 +137,17 @@ def label_dataset(project: Project, *, lm=None, show_progress: bool = True) -> L
     balance = task.class_balance(project.gold("dev"), len(taxonomy))
     columns = {name: [] for name in splits}
     get_lm = lm_getter(project, lm)
+    record_ids = {rid for s in splits.values() for rid in s.ids}
     with VoteStore(project.config.store) as store:
         for labeler in project.llm_labelers:
             # all records of one labeler in a row, so llama.cpp reuses the shared prompt prefix
             got = answer_labeler(project, labeler, store, get_lm, show_progress=show_progress)
             answers, name = got.answers, labeler.name
             result.llm_calls += got.calls
-            result.asked[name], result.reused[name] = got.asked, len(answers) - got.asked
+            result.asked[name], result.reused[name] = len(got.new), len(answers) - len(got.new)
             result.failed[name] = len(got.failed)
+            result.new_records |= got.new & record_ids  # not a labeler's own extra items
+            result.failed_records |= set(got.failed) & record_ids
             result.truncated[name] = sum(1 for a in answers.values() if "truncated_to" in a)
             labeler.fit([answers.get(rid) for rid in splits["train"].ids],
                         [answers.get(rid) for rid, _ in labeler.extra_items()], class_balance=balance)

@@ -275,7 +275,7 @@ class Asked:
 
     answers: dict[str, dict]
     calls: int = 0  # LLM calls made
-    asked: int = 0  # answers new to the store
+    new: set[str] = field(default_factory=set)  # record ids answered by an ask in this call (not from the store)
     failed: dict[str, tuple[int, str]] = field(default_factory=dict)  # record id -> (attempts, last error), no answer
     gave_up: int = 0  # records not asked any more: they failed max_attempts times
 
@@ -312,7 +312,7 @@ def stored_or_asked(store: VoteStore, version: str, items: list[tuple[str, str]]
         fatal: errors that stop the run at once (a rejected API key, for instance).
 
     Returns:
-        Answers by record id, LLM calls made, answers asked, and records that failed.
+        Answers by record id, LLM calls made, records newly answered, and records that failed.
     """
     result = Asked(store.get_many(version, items))
     todo = [(rid, text) for rid, text in items if rid not in result.answers]
@@ -400,7 +400,7 @@ def stored_or_asked(store: VoteStore, version: str, items: list[tuple[str, str]]
                         store.put_many(version, [(it.rid, it.text, answer)])  # committed now: a kill loses nothing paid for
                         settle(it, answer)
                         result.calls += n
-                        result.asked += 1
+                        result.new.update(twin.rid for twin in by_hash[it.th])
                         if streak:
                             flush_streak()
                         log.advance(n)

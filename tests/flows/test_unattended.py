@@ -148,7 +148,9 @@ def test_student_is_kept_until_enough_records_are_new(example_project):
     rows = [json.loads(line) for line in records.read_text().splitlines()]
     _append(records, [{"id": f"new-{i}", "text": r["text"] + " (again)"} for i, r in enumerate(rows[:8])])  # 5%
     second = labelloop.run(labelloop.load_project(example_project), lm=lm)
-    student = json.loads((second / "metrics.json").read_text())["student"]
+    metrics = json.loads((second / "metrics.json").read_text())
+    assert metrics["records"]["new"] == 8 and metrics["llm_calls"] == 16  # two LLM labelers ask about the new ones only
+    student = metrics["student"]
     assert (student["retrain"], student["kept_from"], student["trained_in"]) == (False, first.name, first.name)
     assert (second / "model.skops").read_bytes() == (first / "model.skops").read_bytes()
     _append(records, [{"id": f"newer-{i}", "text": r["text"] + " (once more)"} for i, r in enumerate(rows[:12])])
