@@ -4,8 +4,8 @@
    hosted API would bill), on a copy of the example project:
    - a first run, a rerun of unchanged data, and a run after 10% new records were added;
    - on a fresh copy, ``labelloop label`` killed with SIGKILL at three random points and resumed.
-     ``answers_lost``: answers the server sent in full that the store did not keep; ``calls_repeated``:
-     requests beyond one per question (at most the calls in flight at each kill).
+     ``answers_lost``: answers the server sent in full during a killed run that the store did not keep;
+     ``calls_repeated``: requests beyond one per question (at most the calls in flight at each kill).
 2. ``overhead_ratio``: ``labelloop.run`` wall time over the summed time inside llama.cpp calls, on
    the example project with the embedded model and a cold vote store (about 10 minutes on 2 cores).
 3. ``prefect_overhead_s``: ``labelloop label --prefect`` minus ``--no-prefect`` on a warm store (the
@@ -32,8 +32,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "data" / "example"
 RESULTS = ROOT / "benchmarks" / "results" / "incremental.json"
@@ -47,19 +45,11 @@ sys.path.insert(0, str(ROOT))  # the fake server lives with the tests
 
 def _copy(dest: Path, url: str | None = None) -> Path:
     """A copy of the example project (no runs, no store); with ``url``, answered by that server."""
+    from tests.fake_openai import answered_by
+
     shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns("runs", ".labelloop"))
     config = dest / "config.yaml"
-    if url is not None:
-        raw = yaml.safe_load(config.read_text())
-        raw["lm"] = {"model": "openai/fake-model", "api_base": url, "max_concurrency": MAX_CONCURRENCY}
-        config.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return config
-
-
-def _questions(config: Path) -> int:
-    import labelloop
-
-    return sum(row["llm_calls"] for row in labelloop.plan(labelloop.load_project(config)))
+    return config if url is None else answered_by(config, url, max_concurrency=MAX_CONCURRENCY)
 
 
 def _stored(config: Path) -> int:
@@ -78,7 +68,7 @@ def _label(config: Path, *extra: str) -> subprocess.Popen:
 def counted_runs(tmp: Path) -> dict:
     """First run, unchanged rerun, +10% new records; then three SIGKILLs and a resume, counted at the server."""
     import labelloop
-    from tests.fake_openai import FakeOpenAIServer
+    from tests.fake_openai import FakeOpenAIServer, calls_to_make
 
     os.environ["OPENAI_API_KEY"] = API_KEY
     out = {}
@@ -95,29 +85,34 @@ def counted_runs(tmp: Path) -> dict:
                  for i, row in enumerate(rows[: len(rows) // 10])]
         records.write_text("".join(json.dumps(r) + "\n" for r in rows + added))
         before = server.requests
-        expected = _questions(config)
+        expected = calls_to_make(config)
         labelloop.label(labelloop.load_project(config))
         out.update(added_fraction=round(len(added) / len(rows), 3), incremental_llm_calls=server.requests - before,
                    incremental_expected=expected)
 
     with FakeOpenAIServer(delay=0.05) as server:
         config = _copy(tmp / "killed", server.url)
-        questions = _questions(config)
+        questions = calls_to_make(config)
         rng = random.Random(0)
         points = sorted(rng.sample(range(10, questions - 10), KILLS))
-        lost, kills = 0, []
+        kills, answered, requests, stored = [], 0, 0, 0
         for point in points:
             child = _label(config)
             while server.answered < point and child.poll() is None:
                 time.sleep(0.005)
+            time.sleep(rng.uniform(0, 0.05))  # a random moment within a call, not just after an answer
             child.send_signal(signal.SIGKILL)
             child.wait()
             time.sleep(0.2)  # a response the server was still writing
-            stored = _stored(config)
-            kills.append({"after_answers": server.answered, "requests": server.requests, "stored": stored})
-            lost = max(lost, server.answered - stored)
+            now_stored = _stored(config)
+            kills.append({"answered": server.answered - answered, "stored": now_stored - stored,
+                          "in_flight": (server.requests - requests) - (server.answered - answered)})
+            answered, requests, stored = server.answered, server.requests, now_stored
         child = _label(config)
         child.wait()
+        # an answer the server sent in full during a killed run that the store does not hold (conservative: one
+        # written to the socket but not yet read when the process died counts too)
+        lost = sum(k["answered"] - k["stored"] for k in kills)
         out.update(killed_runs=KILLS, kill_points=kills, questions=questions, answers_lost=lost,
                    calls_repeated=server.requests - questions, resumed_stored=_stored(config),
                    max_in_flight=server.max_in_flight)

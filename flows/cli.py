@@ -259,7 +259,8 @@ def schedule(config: Path = CONFIG,
     from labelloop.flows.orchestration import serve_schedule
 
     def serving(info: dict) -> None:
-        console.print(f"[bold green]serving[/] deployment {info['deployment']} ({info['schedule']}) on {info['api_url']}")
+        console.print(f"[bold green]serving[/] deployment {info['deployment']} ({info['schedule']}) on {info['api_url']}",
+                      soft_wrap=True)
         console.print(f"  config: {info['config']}  |  parameters: {info['parameters']}", soft_wrap=True)
         console.print(f"  run now: prefect deployment run '{info['deployment']}'")
         console.print("Ctrl-C stops serving; the schedule stays active on the server (runs due meanwhile start when "

@@ -189,10 +189,10 @@ def serve_schedule(config: str | Path, *, cron: str | None = None, interval: flo
         except ValidationError:
             raise ConfigError(f"--cron {cron!r} is not a valid cron string (five fields: minute hour day month "
                               "weekday, e.g. '0 2 * * *' for 02:00 UTC daily)") from None
-        when = f"cron {cron!r} (UTC)"
+        when = f"cron {cron!r} UTC"
     else:
         if not interval > 0:
-            raise ConfigError(f"--interval must be a positive number of seconds, got {interval}")
+            raise ConfigError(f"--interval must be a positive number of seconds, got {interval:g}")
         when = f"every {interval:g} s"
     api_url = os.environ.get("PREFECT_API_URL") or get_current_settings().api.url
     if not api_url:

@@ -271,3 +271,31 @@ class _Handler(BaseHTTPRequestHandler):
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         return {"id": f"chatcmpl-{self.fake.requests}", "object": "chat.completion", "created": int(time.time()),
                 "model": body.get("model", "fake-model"), "choices": [choice], "usage": usage}
+
+
+def answered_by(config_path, url: str, *, keep: int | tuple[int, int, int] | None = None, **lm):
+    """Point a copy of the example project at ``url`` (its ``lm:`` block, plus ``lm`` settings); returns the config path.
+
+    ``keep``: only the first lines of records, dev and test (one number for all three, or three).
+    """
+    from pathlib import Path
+
+    import yaml
+
+    config_path = Path(config_path)
+    config = yaml.safe_load(config_path.read_text())
+    config["lm"] = {"model": "openai/fake-model", "api_base": url, **lm}
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    if keep is not None:
+        counts = keep if isinstance(keep, tuple) else (keep,) * 3
+        for name, n in zip(("records.jsonl", "dev.jsonl", "test.jsonl"), counts):
+            path = config_path.parent / name
+            path.write_text("".join(path.read_text().splitlines(keepends=True)[:n]))
+    return config_path
+
+
+def calls_to_make(config_path) -> int:
+    """The LLM calls a run of this project would make now (``labelloop.plan``'s total)."""
+    import labelloop
+
+    return sum(row["llm_calls"] for row in labelloop.plan(labelloop.load_project(config_path)))

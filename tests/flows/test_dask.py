@@ -14,31 +14,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-import labelloop
-from tests.fake_openai import FakeOpenAIServer
+from tests.fake_openai import FakeOpenAIServer, answered_by, calls_to_make
 
 pytest.importorskip("prefect_dask")
 distributed = pytest.importorskip("distributed")
 
 API_KEY = "sk-test-dask-0123456789abcdef"
 RESULTS = ("votes_*.parquet", "probabilistic_labels.parquet")
-
-
-def _trim(config_path: Path, url: str) -> Path:
-    """The example cut to 30 records and 10 dev/test ones, answered by ``url``; returns the config path."""
-    config = yaml.safe_load(config_path.read_text())
-    config["lm"] = {"model": "openai/fake-model", "api_base": url, "max_concurrency": 2}
-    config_path.write_text(yaml.safe_dump(config))
-    for name, keep in (("records.jsonl", 30), ("dev.jsonl", 10), ("test.jsonl", 10)):
-        path = config_path.parent / name
-        path.write_text("".join(path.read_text().splitlines(keepends=True)[:keep]))
-    return config_path
-
-
-def _missing(config_path: Path) -> int:
-    return sum(row["llm_calls"] for row in labelloop.plan(labelloop.load_project(config_path)))
 
 
 def _results(run_dir: Path) -> dict[str, pd.DataFrame]:
@@ -75,11 +58,11 @@ def test_dask_shards_match_the_local_run_and_pay_once(example_project, tmp_path,
 
     monkeypatch.setenv("OPENAI_API_KEY", API_KEY)  # before the cluster starts: its worker processes inherit it
     with FakeOpenAIServer() as server:
-        local_cfg = _trim(example_project, server.url)
+        local_cfg = answered_by(example_project, server.url, keep=(30, 10, 10), max_concurrency=2)
         dask_cfg = tmp_path / "dask" / "config.yaml"
         shutil.copytree(local_cfg.parent, dask_cfg.parent)  # same project and URL (part of the answers' key), no store yet
-        missing = _missing(local_cfg)
-        assert missing == _missing(dask_cfg) > 0
+        missing = calls_to_make(local_cfg)
+        assert missing == calls_to_make(dask_cfg) > 0
 
         local_run = run_project_flow(local_cfg, train=False)
         assert server.requests == missing
@@ -89,7 +72,7 @@ def test_dask_shards_match_the_local_run_and_pay_once(example_project, tmp_path,
             before = server.requests
             dask_run = run_project_flow(dask_cfg, train=False, runner="dask", address=cluster.scheduler_address, shards=3)
             assert server.requests - before == missing  # 2 labelers x 3 shards over 2 workers, each question paid once
-            assert _missing(dask_cfg) == 0
+            assert calls_to_make(dask_cfg) == 0
             metrics = json.loads((dask_run / "metrics.json").read_text())
             assert metrics["llm_calls"] == metrics["llm_calls_in_tasks"] == missing  # the shards asked them all
             assert server.authorization[-1] == f"Bearer {API_KEY}"  # the workers saw the key

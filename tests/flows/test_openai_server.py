@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import labelloop
-from tests.fake_openai import Failure, FakeOpenAIServer
+from tests.fake_openai import Failure, FakeOpenAIServer, answered_by
 
 API_KEY = "sk-test-secret-0123456789abcdef"
 
@@ -27,14 +27,7 @@ def api_key(monkeypatch):
 
 def _project(config_path: Path, url: str, *, max_concurrency: int = 4, records: int | None = None, **lm):
     """The example project answered by ``url``; ``records``: keep only the first lines of each data file."""
-    config = yaml.safe_load(config_path.read_text())
-    config["lm"] = {"model": "openai/fake-model", "api_base": url, "max_concurrency": max_concurrency, **lm}
-    config_path.write_text(yaml.safe_dump(config))
-    if records is not None:
-        for name in ("records.jsonl", "dev.jsonl", "test.jsonl"):
-            path = config_path.parent / name
-            path.write_text("".join(path.read_text().splitlines(keepends=True)[:records]))
-    return labelloop.load_project(config_path)
+    return labelloop.load_project(answered_by(config_path, url, keep=records, max_concurrency=max_concurrency, **lm))
 
 
 def _missing(project) -> int:

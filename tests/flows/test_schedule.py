@@ -20,13 +20,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
 import labelloop
-from tests.fake_openai import FakeOpenAIServer
+from tests.fake_openai import FakeOpenAIServer, answered_by
 
 PREFECT = shutil.which("prefect", path=str(Path(sys.executable).parent)) or shutil.which("prefect")
-pytestmark = pytest.mark.skipif(PREFECT is None, reason="the `prefect` command is not installed")
+needs_prefect_cli = pytest.mark.skipif(PREFECT is None, reason="the `prefect` command is not installed")
 
 DEPLOYMENT = "scheduled-test"
 INTERVAL_S = 10
@@ -41,17 +40,6 @@ def _free_port() -> int:
 
 def _tail(path: Path, n: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else ""
-
-
-def _small_project(config: Path, api_base: str) -> Path:
-    """The example trimmed to 20 records and 10 dev/test records each, answered by ``api_base``."""
-    cfg = yaml.safe_load(config.read_text())
-    cfg["lm"] = {"model": "openai/fake-model", "api_base": api_base, "max_concurrency": 4}
-    config.write_text(yaml.safe_dump(cfg))
-    for name, keep in (("records.jsonl", 20), ("dev.jsonl", 10), ("test.jsonl", 10)):
-        path = config.parent / name
-        path.write_text("".join(path.read_text().splitlines(keepends=True)[:keep]))
-    return config
 
 
 def _environment(home: Path, **extra: str) -> dict[str, str]:
@@ -109,12 +97,40 @@ def _flow_runs(client, deployment_id) -> list:
                                  sort=FlowRunSort.EXPECTED_START_TIME_ASC)
 
 
+@pytest.mark.parametrize(("args", "api_url", "expected"), [
+    (["--interval", "60"], None, "a schedule needs a Prefect server that keeps running: start one with `prefect server start`"),
+    (["--cron", "0 2 * * *", "--interval", "60"], None, "give exactly one of --cron"),
+    ([], "http://127.0.0.1:9/api", "give exactly one of --cron"),
+    (["--cron", "0 2 * *"], "http://127.0.0.1:9/api", "--cron '0 2 * *' is not a valid cron string"),
+    (["--interval", "0"], "http://127.0.0.1:9/api", "--interval must be a positive number of seconds, got 0"),
+    (["--interval", "60"], "http://127.0.0.1:9/api", "cannot reach the Prefect API at http://127.0.0.1:9/api"),
+], ids=["no-api", "both", "neither", "bad-cron", "zero-interval", "unreachable"])
+def test_schedule_refuses_in_one_line(example_project, monkeypatch, args, api_url, expected):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from typer.testing import CliRunner
+
+    from labelloop.flows.cli import app
+
+    if api_url is None:
+        monkeypatch.delenv("PREFECT_API_URL", raising=False)
+        settings = temporary_settings(restore_defaults={PREFECT_API_URL})  # no profile's or test harness's API either
+    else:
+        monkeypatch.setenv("PREFECT_API_URL", api_url)
+        settings = temporary_settings({PREFECT_API_URL: api_url})
+    with settings:
+        result = CliRunner().invoke(app, ["schedule", str(example_project), *args])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.output
+
+
+@needs_prefect_cli
 def test_scheduled_runs_reuse_answers_and_stopping_keeps_the_schedule(example_project, tmp_path, prefect_server):
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with FakeOpenAIServer() as llm:
-        config = _small_project(example_project, llm.url)
+        config = answered_by(example_project, llm.url, keep=(20, 10, 10), max_concurrency=4)
         expected = sum(row["llm_calls"] for row in labelloop.plan(labelloop.load_project(config)))
         assert expected == 2 * (20 + 10 + 10)  # two LLM labelers over every split
         records = [json.loads(line) for name in ("records.jsonl", "dev.jsonl", "test.jsonl")
