@@ -68,6 +68,8 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
 
 
 def __getattr__(name: str):
+    if name in ("flows", "labelers", "programs"):  # the subpackages, as attributes like any imported one
+        return importlib.import_module(f"labelloop.{name}")
     if name not in _LAZY:
         raise AttributeError(f"module 'labelloop' has no attribute {name!r}")
     module, attribute = _LAZY[name]

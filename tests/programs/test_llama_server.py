@@ -25,7 +25,7 @@ from tests.conftest import EXAMPLE
 pytestmark = pytest.mark.llm_call
 
 API_KEY = "sk-test-local-server-0123456789"
-RECORDS = 8
+RECORDS = 6
 
 
 def _free_port() -> int:
@@ -48,7 +48,7 @@ def llama_server(tmp_path_factory):
     port, log = _free_port(), tmp_path_factory.mktemp("llama-server") / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-                                 "--port", str(port), "--n_ctx", "2048", "--n_threads", "1", "--n_threads_batch", "1"],
+                                 "--port", str(port), "--n_ctx", "2048", "--n_threads", "2", "--n_threads_batch", "2"],
                                 stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     try:
