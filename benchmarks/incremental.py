@@ -4,7 +4,9 @@
    hosted API would bill), on a copy of the example project:
    - a first run, a rerun of unchanged data, and a run after 10% new records were added;
    - on a fresh copy, ``labelloop label`` killed with SIGKILL at three random points and resumed.
-     ``answers_lost``: answers the server sent in full during a killed run that the store did not keep;
+     ``unstored_at_kill``: answers the server sent in full during each killed run that the store did not
+     keep; at most ``max_concurrency`` of them can still have been inside the asks in flight (their
+     HTTP response read, DSPy not yet returned), so ``answers_lost`` counts those beyond that;
      ``calls_repeated``: requests beyond one per question (at most the calls in flight at each kill).
 2. ``overhead_ratio``: ``labelloop.run`` wall time over the summed time inside llama.cpp calls, on
    the example project with the embedded model and a cold vote store (about 10 minutes on 2 cores).
@@ -110,10 +112,12 @@ def counted_runs(tmp: Path) -> dict:
             answered, requests, stored = server.answered, server.requests, now_stored
         child = _label(config)
         child.wait()
-        # an answer the server sent in full during a killed run that the store does not hold (conservative: one
-        # written to the socket but not yet read when the process died counts too)
-        lost = sum(k["answered"] - k["stored"] for k in kills)
-        out.update(killed_runs=KILLS, kill_points=kills, questions=questions, answers_lost=lost,
+        # The server cannot see when an answer reached labelloop: up to max_concurrency asks may have their HTTP
+        # response and still be inside DSPy when the process dies (in flight for labelloop; asked again). An
+        # answer beyond those, sent in full and not stored, was lost.
+        unstored = [k["answered"] - k["stored"] for k in kills]
+        lost = sum(max(0, n - MAX_CONCURRENCY) for n in unstored)
+        out.update(killed_runs=KILLS, kill_points=kills, unstored_at_kill=unstored, questions=questions, answers_lost=lost,
                    calls_repeated=server.requests - questions, resumed_stored=_stored(config),
                    max_in_flight=server.max_in_flight)
     return out
