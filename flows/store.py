@@ -393,6 +393,7 @@ def stored_or_asked(store: VoteStore, version: str, items: list[tuple[str, str]]
                             raise LLMUnavailable(f"{name}: the LLM refused the request: {error}") from exc
                         streak.append((it.rid, it.text, error))
                         logger.warning("%s failed on %s: %s", name, it.rid, error)
+                        log.advance(0)
                         if len(streak) >= stop_after:
                             raise LLMUnavailable(f"{name}: {len(streak)} LLM calls in a row failed, so the run stopped "
                                                  f"(no record is counted as failed); last error: {error}") from exc
