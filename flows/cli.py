@@ -280,7 +280,8 @@ def main() -> None:  # pragma: no cover
     # progress and per-labeler lines for logs: a scheduled run has no terminal for progress bars
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    handler.setLevel(logging.WARNING if sys.stderr.isatty() else logging.INFO)  # a terminal has progress bars
     logger = logging.getLogger("labelloop")
     logger.addHandler(handler)
-    logger.setLevel(logging.WARNING if sys.stderr.isatty() else logging.INFO)
+    logger.setLevel(logging.INFO)
     app(sys.argv[1:])

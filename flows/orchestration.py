@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from prefect import flow, task
@@ -28,6 +29,15 @@ RUNNERS = ("local", "dask")
 DEFAULT_SHARDS = 4  # labeling tasks per LLM labeler when the cluster's size is unknown (no workers yet)
 
 
+def _log_progress() -> None:
+    """labelloop's INFO lines (progress, calls per labeler) into the run's log: a scheduled run has no terminal.
+
+    They reach Prefect (console and server) when ``PREFECT_LOGGING_EXTRA_LOGGERS`` names ``labelloop``,
+    as the command line sets it; Prefect gives its extra loggers its own level (WARNING by default).
+    """
+    logging.getLogger("labelloop").setLevel(logging.INFO)
+
+
 @task(name="label-shard")
 def label_shard(config: str, labeler: str, shard: int, shards: int) -> dict:
     """Ask one labeler's missing answers for every ``shards``-th record (from ``shard``); returns counts only.
@@ -38,6 +48,7 @@ def label_shard(config: str, labeler: str, shard: int, shards: int) -> dict:
     from labelloop.flows.label_dataset import answer_labeler, labeler_items, lm_getter
     from labelloop.flows.store import VoteStore
 
+    _log_progress()
     project = load_project(config)
     target = next(lf for lf in project.llm_labelers if lf.name == labeler)
     items = labeler_items(project, target)[shard::shards]
@@ -91,6 +102,7 @@ def _run_project_flow(config: str, train: bool = True, shards: int | None = 0) -
     from labelloop.flows.run_project import run_project
     from labelloop.programs.errors import LabelloopError
 
+    _log_progress()
     try:
         project = load_project(config)
         n = (_worker_slots() or DEFAULT_SHARDS) if shards is None else shards
@@ -143,9 +155,6 @@ def bootstrap_flow(config: str, update: bool = False, show_progress: bool = Fals
     from labelloop.flows.bootstrap import bootstrap_taxonomy
 
     return bootstrap_taxonomy(load_config(Path(config)), update=update, show_progress=show_progress)
-
-
-from collections.abc import Callable  # noqa: E402  (kept beside serve_schedule, its only user)
 
 
 def serve_schedule(config: str | Path, *, cron: str | None = None, interval: float | None = None, name: str | None = None,

@@ -77,6 +77,9 @@ def test_flow_runs_keep_the_config_path_and_options_only(example_project, fake_l
     assert run["parameters"] == {"config": str(example_project.resolve()), "train": False, "shards": 0}
     assert run["state"]["type"] == "COMPLETED"
     assert _leaks(stored, _records(example_project)) == []
+    # labelloop's own lines (per labeler: calls, reuse, failures) reach the run's log on the server
+    lines = [log["message"] for log in stored[0]["logs"] if log["name"] == "labelloop"]
+    assert any(line.startswith("zero_shot: ") and "LLM calls" in line for line in lines), lines
 
 
 def test_the_check_finds_the_records_a_flow_taking_the_project_stores(example_project, fake_lm):
