@@ -59,7 +59,7 @@ def _print_run(run_dir: Path) -> None:
     console.print(f"LLM calls this run: {metrics['llm_calls']}  |  wall time: {metrics['wall_s']:.0f} s")
     records = metrics.get("records")
     if records:
-        console.print(f"records: {records['total']} ({records['new']} new or changed, {records['failed_records']} "
+        console.print(f"records in all files: {records['total']} ({records['new']} new or changed, {records['failed_records']} "
                       f"without some LLM answer)  |  LLM answers new: {records['answers_new']}, reused: "
                       f"{records['answers_reused']}")
         for name, n in records["failed"].items():

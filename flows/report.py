@@ -19,8 +19,8 @@ def _records_line(metrics: dict) -> str:
     rec = metrics.get("records")
     if not rec:
         return ""
-    line = (f"- records: {rec['total']}, {rec['new']} new or changed this run; LLM answers: {rec['answers_new']} new, "
-            f"{rec['answers_reused']} reused from the vote store\n")
+    line = (f"- records in all files: {rec['total']}, {rec['new']} new or changed this run; LLM answers: "
+            f"{rec['answers_new']} new, {rec['answers_reused']} reused from the vote store\n")
     failed = {k: v for k, v in rec["failed"].items() if v}
     if failed:
         line += (f"- **records without an LLM answer** (their calls failed; they abstain): {failed}; "
