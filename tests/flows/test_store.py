@@ -20,10 +20,15 @@ ROOT = Path(__file__).resolve().parents[2]
 # A child process that asks through stored_or_asked; each ask first appends to a "paid" file (what an
 # LLM server would bill), then sleeps, then answers. The parent kills or interrupts it.
 CHILD = textwrap.dedent("""
-    import sys, time
+    import os, sys, time
     from labelloop.flows.store import VoteStore, stored_or_asked
     store_path, paid_path = sys.argv[1], sys.argv[2]
     n, delay, concurrency = int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+    start = sys.argv[6] if len(sys.argv) > 6 else None  # wait for this file: runs that start together
+    if start:
+        open(f"{start}.{os.getpid()}", "w").close()
+        while not os.path.exists(start):
+            time.sleep(0.01)
 
     def ask(text):
         with open(paid_path, "a") as paid:
@@ -38,9 +43,10 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def _child(tmp_path: Path, n: int, delay: float, concurrency: int = 1) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path / "votes.sqlite"), str(tmp_path / "paid.txt"),
-                             str(n), str(delay), str(concurrency)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+def _child(tmp_path: Path, n: int, delay: float, concurrency: int = 1, start: Path | None = None) -> subprocess.Popen:
+    args = [str(tmp_path / "votes.sqlite"), str(tmp_path / "paid.txt"), str(n), str(delay), str(concurrency)]
+    return subprocess.Popen([sys.executable, "-c", CHILD, *args, *([str(start)] if start else [])], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
 
 
 def _paid(tmp_path: Path) -> list[str]:
@@ -84,7 +90,13 @@ def test_ctrl_c_cancels_pending_calls_and_keeps_the_answers(tmp_path):
 
 
 def test_two_runs_on_one_store_pay_once(tmp_path):
-    runs = [_child(tmp_path, n=40, delay=0.02), _child(tmp_path, n=40, delay=0.02)]
+    start = tmp_path / "start"
+    runs = [_child(tmp_path, n=40, delay=0.02, start=start) for _ in range(2)]
+    deadline = time.time() + 120
+    while len(list(tmp_path.glob("start.*"))) < 2:  # both imported and ready: they overlap for sure
+        assert time.time() < deadline, "the runs did not start"
+        time.sleep(0.01)
+    start.touch()
     calls = [int(run.communicate()[0].split()[1]) for run in runs]
     assert sum(calls) == 40 and len(_paid(tmp_path)) == 40
     assert min(calls) > 0  # both did some of the work
