@@ -66,16 +66,14 @@ def asker(program, get_lm: Callable[[], dspy.LM], *, attempts: int = 1):
 
     def ask(text: str) -> tuple[dict, int]:
         seen = text
-        for _ in range(TRUNCATIONS):
+        for halvings in range(TRUNCATIONS + 1):
             try:
                 answer = call_with_retries(partial(once, seen), attempts=attempts)
                 break
             except Exception as exc:
-                if not is_context_overflow(exc) or len(seen) < 2:
+                if halvings == TRUNCATIONS or not is_context_overflow(exc) or len(seen) < 2:
                     raise
                 seen = seen[: len(seen) // 2]
-        else:
-            answer = call_with_retries(partial(once, seen), attempts=attempts)
         if seen is not text:
             answer["truncated_to"] = len(seen)
         return answer, answer.get("calls", 1)

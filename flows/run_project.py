@@ -146,7 +146,6 @@ def run_project(project: Project, *, train: bool = True, lm=None, show_progress:
                            result.invalid, k)
     for column, counts in (("llm_failures", result.failed), ("truncated", result.truncated)):
         summary[column] = [counts.get(name, "") for name in summary.index]
-    llm = project.llm_labelers
     metrics = {
         "name": cfg.name, "task": task.name, "labels": names, "model": cfg.lm.model, "label_model": kind,
         **task.model_info(model), "features": cfg.student.features, "n_train": len(train_votes.ids),
@@ -155,8 +154,7 @@ def run_project(project: Project, *, train: bool = True, lm=None, show_progress:
         "records": {"total": sum(len(s.ids) for s in result.splits.values()), "new": len(result.new_records),
                     "failed_records": len(result.failed_records),
                     "answers_new": sum(result.asked.values()), "answers_reused": sum(result.reused.values()),
-                    "failed": {lf.name: result.failed[lf.name] for lf in llm},
-                    "truncated": {lf.name: result.truncated[lf.name] for lf in llm}},
+                    "failed": result.failed, "truncated": result.truncated},
         "scores": evaluate(project, result, model, majority, student),
     }
     run_dir = new_run_dir(cfg)

@@ -5,24 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from labelloop.labelers.label_model import vote_counts
 from labelloop.labelers.labels import ABSTAIN
 
 
 def _polarities(L: np.ndarray, voted: np.ndarray) -> list[list[int]]:
     """Sorted distinct non-abstain votes of each labeler, without a sort of each column.
 
-    Few classes: one column count per class. Many: one bincount over (labeler, vote) cells.
+    Integer votes: ``vote_counts`` over the labelers (the label models' count of votes per class).
     Anything else (floats, negative codes): np.unique per column.
     """
     m = L.shape[1]
     if not (L.size and np.issubdtype(L.dtype, np.integer) and L.min() >= ABSTAIN):
         return [np.unique(L[voted[:, j], j]).tolist() for j in range(m)]
-    k = int(L.max()) + 1
-    if k <= 8:
-        seen = np.stack([np.count_nonzero(L == c, axis=0) for c in range(k)], axis=1) if k else np.zeros((m, 0), int)
-    else:
-        cells = ((L + 1) + np.arange(m) * (k + 1)).ravel()
-        seen = np.bincount(cells, minlength=m * (k + 1)).reshape(m, k + 1)[:, 1:]
+    seen = vote_counts(L.T, int(L.max()) + 1)  # (labelers, classes): how often each labeler gave each class
     return [np.flatnonzero(row).tolist() for row in seen]
 
 
