@@ -136,6 +136,47 @@ def _request_messages(request) -> list[dict]:
 N_CONTEXTS = 2  # llama.cpp contexts per engine, one per recently used system prompt
 
 
+def _busy_jiffies() -> tuple[int, int] | None:
+    """(busy, all) CPU time of the whole machine from /proc/stat, in clock ticks; None where there is none."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = [int(v) for v in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+class ThreadPicker:
+    """How many llama.cpp threads to use now: the cores that other processes left free since the last call.
+
+    On 2 cores, 2 threads collapse when anything else is busy (calls of 1-2 s took 27-56 s): a
+    thread that waits for a busy core stalls the others at every step. Before each call this reads
+    the machine's busy time and this process's own CPU time since the previous call; the cores that
+    others kept busy are left to them, at least one thread always runs.
+    """
+
+    def __init__(self, cores: int, read=_busy_jiffies, own=lambda: sum(os.times()[:2]), ticks: int | None = None,
+                 cpus: int | None = None):
+        self.cores, self._read, self._own = cores, read, own
+        self.ticks = ticks or os.sysconf("SC_CLK_TCK")
+        self.cpus = cpus or os.cpu_count() or 1  # the machine's cores, which /proc/stat's ticks add up over
+        self._last = None
+
+    def __call__(self) -> int:
+        now = self._read(), self._own()
+        last, self._last = self._last, now
+        if last is None or now[0] is None or last[0] is None:
+            return self.cores
+        (busy, total), own = now[0], now[1]
+        (busy0, total0), own0 = last[0], last[1]
+        elapsed = (total - total0) / self.ticks / self.cpus  # wall seconds, from the ticks of all cores
+        if elapsed <= 0:
+            return self.cores
+        others = max(0.0, (busy - busy0) / self.ticks - (own - own0)) / elapsed  # cores kept busy by other processes
+        return max(1, min(self.cores, self.cores - int(others + 0.5)))
+
+
 class LlamaCppEngine:
     """A DSPy engine that runs a GGUF model in process with llama.cpp.
 
@@ -150,6 +191,7 @@ class LlamaCppEngine:
         self.model_path = str(model_path)
         self.n_ctx = n_ctx
         self.n_threads = n_threads or max(1, min(os.cpu_count() or 1, 8))
+        self._threads = None if n_threads else ThreadPicker(self.n_threads)  # lm.n_threads unset: follow the load
         self.seed = seed
         self._slots: OrderedDict[str, object] = OrderedDict()  # system prompt -> its llama.cpp context
         self._grammars: dict[str, object] = {}
@@ -181,6 +223,14 @@ class LlamaCppEngine:
         self._slots[key] = llama
         return llama
 
+    @staticmethod
+    def _set_threads(llama, n: int) -> None:
+        import llama_cpp
+
+        if getattr(llama, "_threads_now", None) != n:
+            llama_cpp.llama_set_n_threads(llama.ctx, n, n)
+            llama._threads_now = n
+
     def _grammar(self, schema: dict):
         from llama_cpp import LlamaGrammar
 
@@ -210,6 +260,8 @@ class LlamaCppEngine:
         messages = _request_messages(request)
         with self._lock:
             llama = self._context_for(messages)
+            if self._threads is not None:
+                self._set_threads(llama, self._threads())
             out = llama.create_chat_completion(messages=messages, **kwargs)
             logprobs = self._token_logprobs(llama, steps) if steps else None
         choice = out["choices"][0]
@@ -278,7 +330,7 @@ def make_lm(model: str = "local", *, api_base: str | None = None, temperature: f
         api_base: an OpenAI-compatible endpoint (vLLM, Ollama, llama.cpp server) for model strings.
         temperature: sampling temperature; 0 makes labels repeatable.
         max_tokens: the answer budget per call.
-        n_threads: llama.cpp threads for local models.
+        n_threads: llama.cpp threads for local models; None follows the load (``ThreadPicker``).
         n_ctx: llama.cpp context size (prompt plus answer tokens) for local models.
         cache: DSPy's response cache (the vote store already keeps labeling answers, and a cache
             hit would hide calls from the counts; optimizers, which repeat identical calls, turn it on).

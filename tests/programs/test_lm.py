@@ -53,3 +53,29 @@ def test_gguf_path_that_does_not_exist(tmp_path):
 def test_model_strings_become_dspy_lms():
     lm = make_lm("openai/my-model", api_base="http://127.0.0.1:9/v1")
     assert lm.model == "openai/my-model"
+
+
+def test_thread_picker_leaves_the_cores_other_processes_keep_busy():
+    from labelloop.programs.lm import ThreadPicker
+
+    # 2 cores at 100 ticks a second; each reading: (machine busy ticks, all ticks), and this process's CPU seconds
+    readings = iter([((0, 0), 0.0),
+                     ((200, 200), 2.0),     # 1 s: both cores busy, all of it ours -> 2 threads
+                     ((400, 400), 3.0),     # 1 s: both busy, one core ours -> another process holds one
+                     ((500, 600), 4.0),     # 1 s: one core busy, ours -> the other core is free again
+                     ((1100, 1200), 5.0)])  # 3 s: all busy, ours for 1 s -> others keep 2 cores: still 1 thread
+    state = {}
+
+    def read():
+        state["now"] = next(readings)
+        return state["now"][0]
+
+    picker = ThreadPicker(2, read=read, own=lambda: state["now"][1], ticks=100, cpus=2)
+    assert [picker() for _ in range(5)] == [2, 2, 1, 2, 1]
+
+
+def test_thread_picker_without_proc_stat_uses_every_core():
+    from labelloop.programs.lm import ThreadPicker
+
+    picker = ThreadPicker(4, read=lambda: None, own=lambda: 0.0, ticks=100)
+    assert picker() == 4 and picker() == 4
