@@ -103,7 +103,7 @@ def train(project: Project, *, show_progress: bool = False):
     from labelloop.flows.run_project import require_stored, run_project
 
     require_stored(project)
-    return run_project(project, train=True, show_progress=show_progress)
+    return run_project(project, train=True, show_progress=show_progress, stored_only=True)
 
 
 def run(project: Project, *, lm=None, show_progress: bool = False):

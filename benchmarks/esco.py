@@ -3,13 +3,20 @@
 The label space is the 13,896 ESCO skills. A seeded sample of HOUSE test records is scored with
 RP@5 / RP@10; the optimizer compiles the program on a seeded handful of HOUSE validation records.
 
-    python benchmarks/esco.py                       # embedded model; about 40 minutes cold on 2 cores
+    python benchmarks/esco.py                       # 100 test records, embedded model: hours cold on 2 cores
     python benchmarks/esco.py --test-size 10        # a quick look
+    python benchmarks/esco.py --dev --rank scores   # choose settings on validation records, never on test
     python benchmarks/esco.py --model openai/<name> --api-base http://host:8000/v1   # a larger model
 
-Writes benchmarks/results/esco_house.json (esco_house_<model>.json for other models). Answers are
-kept in benchmarks/.cache/esco (vote store, DSPy cache, label embeddings, the optimized program),
-so a second run makes no LLM call.
+``--dev`` scores the HOUSE validation records that are not the optimizer's training records (51 of
+61 with the default --train-size 10), so settings (``--rank``, ``--infer-k``, ``--rank-n``) are
+compared there and only the chosen ones are run on test.
+
+Writes benchmarks/results/esco_house.json (esco_house_dev.json with --dev; ``_rank-scores`` is added
+for --rank scores and ``_<model>`` for other models; --out overrides). A seeded sample of n test
+records starts with the sample of any smaller n, so a larger --test-size reuses the stored answers.
+Answers are kept in benchmarks/.cache/esco (vote store, DSPy cache, label embeddings, the optimized
+program), so a second run makes no LLM call.
 """
 
 from __future__ import annotations
@@ -72,20 +79,61 @@ def _rekey(store, labeler, ctx, lm) -> str:
     return old
 
 
+def _records(test_all: list[dict], valid: list[dict], *, dev: bool, size: int, train_size: int, seed: int):
+    """(split name, pool, records to score, optimizer records); gives every record an ``id``.
+
+    The optimizer's records are a seeded sample of the validation split; the records scored are a
+    seeded sample of the test split, or with ``dev`` of the validation records the optimizer does not get.
+
+    >>> split, pool, scored, train = _records([{}] * 5, [{} for _ in range(6)], dev=True, size=9, train_size=2, seed=0)
+    >>> split, len(pool), len(scored), len(train), {r["id"] for r in scored} & {r["id"] for r in train}
+    ("HOUSE validation, less the optimizer's records", 4, 4, 2, set())
+    """
+    test_all = [{**r, "id": f"test-{i}"} for i, r in enumerate(test_all)]
+    valid = [{**r, "id": f"valid-{i}"} for i, r in enumerate(valid)]
+    train = random.Random(seed).sample(valid, min(train_size, len(valid)))
+    if dev:  # the validation records the optimizer never sees
+        trained = {r["id"] for r in train}
+        split, pool = "HOUSE validation, less the optimizer's records", [r for r in valid if r["id"] not in trained]
+    else:
+        split, pool = "HOUSE test", test_all
+    return split, pool, random.Random(seed).sample(pool, min(size, len(pool))), train
+
+
+def _result_name(args) -> str:
+    """esco_house[_dev][_rank-scores][_<model>].json
+
+    >>> from argparse import Namespace
+    >>> _result_name(Namespace(dev=True, rank="scores", model="openai/qwen"))
+    'esco_house_dev_rank-scores_openai_qwen.json'
+    """
+    parts = ["esco_house"] + ["dev"] * args.dev + ([f"rank-{args.rank}"] if args.rank != "list" else [])
+    parts += [args.model.replace("/", "_")] if args.model != "local" else []
+    return "_".join(parts) + ".json"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--test-size", type=int, default=30, help="seeded sample of HOUSE test records")
+    parser.add_argument("--test-size", type=int, default=100,
+                        help="seeded sample of HOUSE test records (with --dev: of the held-out validation records)")
+    parser.add_argument("--dev", action="store_true",
+                        help="score HOUSE validation records that are not the optimizer's, not test records")
     parser.add_argument("--train-size", type=int, default=10, help="seeded HOUSE validation records for the optimizer")
     parser.add_argument("--rank-n", type=int, default=20, help="candidates shown to the ranker")
     parser.add_argument("--rank-k", type=int, default=5, help="labels the ranker may choose")
-    parser.add_argument("--infer-k", type=int, default=8)
+    parser.add_argument("--infer-k", type=int, default=8, help="the most label guesses Infer may write per chunk")
+    parser.add_argument("--rank", choices=("list", "scores"), default="list",  # labelloop.programs.irr.RANK_MODES
+                        help="list: the ranker writes its choices; scores: one lettered closed choice (rank-n <= 26)")
     parser.add_argument("--candidates", type=int, default=1, help="random demo sets the optimizer tries")
     parser.add_argument("--max-demos", type=int, default=2)
     parser.add_argument("--model", default="local")
     parser.add_argument("--api-base", default=None)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, help="results file (default: see above)")
     args = parser.parse_args()
+    if args.rank == "scores" and args.rank_n > 26:
+        parser.error(f"--rank scores shows each candidate under one letter: --rank-n must be at most 26, got {args.rank_n}")
     if not DATA.is_dir():
         sys.exit(f"{DATA} not found: the ESCO benchmark needs the shared datasets folder")
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -99,7 +147,7 @@ def main() -> None:
     from labelloop.labelers.irr import IRRLabeler
     from labelloop.labelers.labels import Taxonomy
     from labelloop.programs.embeddings import embed
-    from labelloop.programs.irr import chunk_text
+    from labelloop.programs.irr import CHOSEN_SHARE, chunk_text
     from labelloop.programs.lm import LMSpec
     from labelloop.programs.optimize import compile_program, examples, ranking_metric
     from labelloop.programs.retrieval import LabelIndex
@@ -109,13 +157,13 @@ def main() -> None:
     labels = [line.strip() for line in (DATA / "esco_skills.txt").read_text(encoding="utf-8").splitlines() if line.strip()]
     test_all = _read_jsonl(DATA / "house_test.jsonl")
     valid = _read_jsonl(DATA / "house_validation.jsonl")
-    for i, r in enumerate(test_all):
-        r["id"] = f"test-{i}"
-    test = random.Random(args.seed).sample(test_all, min(args.test_size, len(test_all)))
-    train = random.Random(args.seed).sample(valid, min(args.train_size, len(valid)))
+    split, pool, test, train = _records(test_all, valid, dev=args.dev, size=args.test_size, train_size=args.train_size,
+                                        seed=args.seed)
+    if not test:
+        sys.exit(f"no records to score: {split} has none left (--train-size {args.train_size} of {len(valid)})")
     golds = [r["label"] for r in test]
-    print(f"{len(labels):,} labels; {len(test)} of {len(test_all)} HOUSE test records (seed {args.seed}); "
-          f"optimizer on {len(train)} validation records; model {args.model}")
+    print(f"{len(labels):,} labels; {len(test)} of {len(pool)} {split} records (seed {args.seed}); "
+          f"optimizer on {len(train)} validation records; rank {args.rank}; model {args.model}")
 
     started = time.time()
     vectors = label_vectors(labels, CACHE)
@@ -141,7 +189,7 @@ def main() -> None:
     ctx = LabelingContext(Taxonomy(tuple(labels), ("",) * len(labels)), spec, lambda retriever: index)
     store = VoteStore(CACHE / "votes.sqlite")
     fresh_calls = {}
-    settings = dict(infer_k=args.infer_k, rank_n=args.rank_n, rank_k=args.rank_k, hint=HINT)
+    settings = dict(infer_k=args.infer_k, rank_n=args.rank_n, rank_k=args.rank_k, hint=HINT, rank=args.rank)
 
     zero = IRRLabeler("irr", **settings)
     old_version = _rekey(store, zero, ctx, spec)
@@ -162,7 +210,7 @@ def main() -> None:
     else:
         program = zero.program(ctx, lm=lm)
         compiled = compile_program(program, examples([(r["text"], r["label"]) for r in train]), ranking_metric(10),
-                                   max_demos=args.max_demos, candidates=args.candidates, seed=args.seed)
+                                   max_demos=args.max_demos, candidates=args.candidates)
         state = compiled.dump_state()
         write_json(program_file, state)
         opt_seconds = round(time.time() - started, 1)
@@ -186,13 +234,16 @@ def main() -> None:
     print(f"retrieval over {len(labels):,} labels: {results['retrieval_only']['search_ms_per_query']} ms per query "
           "(after embedding the query)")
     results["setup"] = {"model": args.model, "model_identity": spec.key()[0], "labels": len(labels), "test_seed": args.seed,
-                        "test_records": len(test), "test_split_size": len(test_all), "test_ids": [r["id"] for r in test],
-                        "train_records": len(train), "rank_n": args.rank_n, "rank_k": args.rank_k, "infer_k": args.infer_k,
-                        "retriever": "embeddings (all-MiniLM-L6-v2)", "llm_calls_this_run": fresh_calls,
+                        "split": split, "test_records": len(test), "test_split_size": len(pool),
+                        "test_ids": [r["id"] for r in test], "train_records": len(train),
+                        "train_ids": [r["id"] for r in train], "rank": args.rank, "rank_n": args.rank_n,
+                        "rank_k": args.rank_k, "infer_k": args.infer_k, "retriever": "embeddings (all-MiniLM-L6-v2)",
+                        "llm_calls_this_run": fresh_calls,
                         "s_per_record_note": "over the records answered in this run; null when every answer was stored"}
-    results["paper"] = PAPER
-    name = "esco_house.json" if args.model == "local" else f"esco_house_{args.model.replace('/', '_')}.json"
-    out = write_json(ROOT / "benchmarks" / "results" / name, results)
+    if args.rank == "scores":
+        results["setup"]["chosen_share"] = CHOSEN_SHARE
+    results["paper"] = PAPER  # on the full HOUSE test split: not comparable with --dev figures
+    out = write_json(args.out or ROOT / "benchmarks" / "results" / _result_name(args), results)
     print(f"wrote {out}")
 
 

@@ -69,6 +69,11 @@ def _print_run(run_dir: Path) -> None:
         for name, n in records["truncated"].items():
             if n:
                 console.print(f"[yellow]note:[/] {name}: {n} record(s) were shortened to fit the model's context")
+    if metrics.get("llm_budget"):
+        b = metrics["llm_budget"]
+        console.print(f"llm_budget: {b['spent']} of {b['max_answers']} answers spent on the train split "
+                      f"({b['llm_calls']} LLM calls, {b['reused']} from the vote store), {b['unasked']} record x labeler "
+                      f"pairs left unasked (they abstain); {b['stopped']}", soft_wrap=True)
     if metrics.get("student"):
         student = metrics["student"]
         console.print(f"student: {'trained' if student['retrain'] else 'kept from ' + student['kept_from']} "
@@ -106,9 +111,9 @@ def _run(config: Path, *, train: bool, stored_only: bool = False, progress: bool
     if runner != "local" or (prefect if prefect is not None else prefect_configured()):
         from labelloop.flows.orchestration import run_project_flow
 
-        run_dir = _guard(run_project_flow, config, train=train, runner=runner, address=address)
+        run_dir = _guard(run_project_flow, config, train=train, runner=runner, address=address, stored_only=stored_only)
     else:  # no Prefect server to report to: skip starting a temporary one
-        run_dir = _guard(run_project, project, train=train, show_progress=progress)
+        run_dir = _guard(run_project, project, train=train, show_progress=progress, stored_only=stored_only)
     _print_run(run_dir)
 
 
@@ -141,21 +146,35 @@ def train(config: Path = CONFIG, prefect: bool = PREFECT):
 @app.command()
 def plan(config: Path = CONFIG):
     """Count the LLM calls and prompt tokens a run would make, before making any."""
-    from labelloop.flows.plan import estimate_cost, plan_calls
+    from labelloop.flows.plan import estimate_cost, plan_budget, plan_calls
     from labelloop.flows.project import load_project
     from labelloop.programs.lm import is_local
 
     project = _guard(load_project, config)
     rows = _guard(plan_calls, project)
-    table = Table(title="LLM work for this run")
+    budget = plan_budget(project, rows)
+    table = Table(title="LLM work for this run" if budget is None else "LLM work for this run without its llm_budget")
     cols = ("labeler", "records", "stored", "failed", "retrying", "llm_calls", "prompt_tokens")
+    if budget is not None:
+        cols += ("train_missing",)
     for col in cols:
         table.add_column(col, justify="right" if col != "labeler" else "left")
     for row in rows:
         table.add_row(*(str(row[c]) for c in cols))
     console.print(table)
     calls, tokens = sum(r["llm_calls"] for r in rows), sum(r["prompt_tokens"] for r in rows)
-    console.print(f"total: {calls} LLM calls, ~{tokens} prompt tokens")
+    if budget is None:
+        console.print(f"total: {calls} LLM calls, ~{tokens} prompt tokens")
+    else:
+        share = f"fraction {budget['fraction']:g} of" if budget["fraction"] is not None else "max_calls, of"
+        console.print(f"llm_budget: {budget['max_answers']} answers on the train split ({share} "
+                      f"{budget['train_pairs']} record x LLM labeler pairs), in up to {budget['rounds']} rounds, "
+                      f"{budget['random_share']:.0%} of each drawn at random; stored answers are free", soft_wrap=True)
+        console.print(f"without the budget: {calls} LLM calls, ~{tokens} prompt tokens")
+        calls, tokens = budget["llm_calls_at_most"], budget["prompt_tokens_at_most"]
+        console.print(f"total: at most {calls} LLM calls, ~{tokens} prompt tokens ({budget['gold_calls']} on the gold "
+                      f"splits, answered in full; at most {budget['train_answers_at_most']} of the "
+                      f"{budget['train_missing']} train answers missing = min(budget, missing))", soft_wrap=True)
     failed = sum(r["failed"] for r in rows)
     if failed:
         console.print(f"[yellow]note:[/] {failed} answer(s) failed {project.config.max_attempts} times (max_attempts) "

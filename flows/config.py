@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -16,7 +17,8 @@ from labelloop.programs.errors import ConfigError
 from labelloop.programs.lm import LMSpec
 from labelloop.programs.optimize import OPTIMIZERS
 
-__all__ = ["ConfigError", "LMSpec", "LabelerSpec", "ProjectConfig", "load_config", "parse_config", "register_labeler"]
+__all__ = ["ConfigError", "LLMBudgetSpec", "LMSpec", "LabelerSpec", "ProjectConfig", "load_config", "parse_config",
+           "register_labeler"]
 
 
 class _Strict(BaseModel):
@@ -70,6 +72,37 @@ class OptimizeSpec(_Strict):
     candidates: int = Field(1, ge=0, le=16)
     max_demos: int = Field(2, ge=1, le=8)
     metric_k: int = Field(10, ge=1)
+class LLMBudgetSpec(_Strict):
+    """`llm_budget:` how many (record, LLM labeler) answers on the unlabeled train split a run may ask for.
+
+    Exactly one of ``max_calls`` (answers) and ``fraction`` (of the train split's records x LLM
+    labelers). Gold splits are always answered in full, and answers already stored are free.
+    """
+
+    max_calls: int | None = Field(None, ge=1, strict=True)
+    fraction: float | None = Field(None, gt=0, le=1, strict=True)
+    rounds: int = Field(4, ge=1, le=100, strict=True)  # label-model refits between which the budget is spent
+    random_share: float = Field(0.2, ge=0, le=1)  # of each round's budget, drawn uniformly at random
+
+    @model_validator(mode="after")
+    def _one_limit(self):
+        if (self.max_calls is None) == (self.fraction is None):
+            given = "both" if self.max_calls is not None else "neither"
+            raise ValueError(f"give exactly one of max_calls (answers, e.g. 200) and fraction (of the train records' "
+                             f"answers, in (0, 1]), got {given}")
+        return self
+
+    def limit(self, pairs: int) -> int:
+        """The answers this budget allows on a train split of ``pairs`` (record, LLM labeler) pairs.
+
+        >>> LLMBudgetSpec(fraction=0.3).limit(900), LLMBudgetSpec(max_calls=200).limit(900)
+        (270, 200)
+        """
+        if self.max_calls is not None:
+            return self.max_calls
+        return math.ceil(round(self.fraction * pairs, 9))
+
+
 class BootstrapSpec(_Strict):
     """`labelloop bootstrap`: propose a taxonomy from a seeded sample of the records."""
 
@@ -109,6 +142,7 @@ class ProjectConfig(_Strict):
     store: Path = Path(".labelloop/votes.sqlite")
     programs_dir: Path = Path("optimized")  # optimized DSPy programs, one JSON file per labeler
     bootstrap: BootstrapSpec | None = None
+    llm_budget: LLMBudgetSpec | None = None  # None: every LLM labeler answers every record
 
     @model_validator(mode="before")
     @classmethod

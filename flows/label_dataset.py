@@ -1,7 +1,8 @@
 """Labelling: run every labeler over every split and build the label matrices.
 
 LLM answers come from the vote store when present; only missing ones are asked, each committed as
-it arrives (see ``labelloop.flows.store``).
+it arrives (see ``labelloop.flows.store``). With an ``llm_budget`` the train split's answers are
+asked in rounds, only on the records where they could change the label (``labelloop.flows.budget``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import dspy
 import numpy as np
@@ -21,6 +23,9 @@ from labelloop.flows.project import Project
 from labelloop.flows.store import Asked, VoteStore, stored_or_asked
 from labelloop.labelers.base import LLMLabeler
 from labelloop.programs.calls import call_with_retries, is_context_overflow, is_fatal
+
+if TYPE_CHECKING:
+    from labelloop.flows.budget import BudgetUse
 
 logger = logging.getLogger("labelloop")
 
@@ -47,6 +52,7 @@ class LabelingResult:
     reused: dict[str, int] = field(default_factory=dict)  # LLM labeler -> answers found in the store
     new_records: set[str] = field(default_factory=set)  # records some LLM labeler asked about this run
     failed_records: set[str] = field(default_factory=set)  # records some LLM labeler has no answer for
+    budget: BudgetUse | None = None  # with an llm_budget: what it bought on the train split; else None
 
 
 TRUNCATIONS = 6  # halvings of a text too long for the model's context before the record counts as failed
@@ -86,6 +92,15 @@ def labeler_items(project: Project, labeler: LLMLabeler) -> list[tuple[str, str]
     return labeler.extra_items() + [it for df in project.splits.values() for it in zip(df["id"], df["text"])]
 
 
+def unbudgeted_items(project: Project, labeler: LLMLabeler) -> list[tuple[str, str]]:
+    """What a labeler answers in full whatever the budget: all its items without an ``llm_budget``; with
+    one, its extra items and the gold splits' records (the train split is asked as the budget allows)."""
+    if project.config.llm_budget is None:
+        return labeler_items(project, labeler)
+    return labeler.extra_items() + [it for split, df in project.splits.items() if split != "train"
+                                    for it in zip(df["id"], df["text"])]
+
+
 def answer_labeler(project: Project, labeler: LLMLabeler, store: VoteStore, get_lm: Callable[[], dspy.LM], *,
                    items: list[tuple[str, str]] | None = None, show_progress: bool = True) -> Asked:
     """A labeler's answers on ``items`` (default: all of them): stored, else claimed, asked and committed one by one."""
@@ -120,7 +135,35 @@ def apply_heuristics(lfs: list, texts: list[str]) -> np.ndarray:
     return LFApplier(lfs).apply([SimpleNamespace(text=t) for t in texts], progress_bar=False)
 
 
-def label_dataset(project: Project, *, lm=None, show_progress: bool = True) -> LabelingResult:
+def llm_votes(project: Project, labeler: LLMLabeler, answers: dict[str, dict], splits: dict[str, SplitVotes],
+              balance) -> dict[str, tuple[list, object]]:
+    """Fit (calibrate) a labeler on the train answers it has, then its answers and votes on each split.
+
+    ``answers``: by record id; records without one (not stored, failed, or left unasked by a budget) abstain.
+    """
+    train = splits["train"]
+    labeler.fit([answers.get(rid) for rid in train.ids], [answers.get(rid) for rid, _ in labeler.extra_items()],
+                class_balance=balance)
+    out = {}
+    for split, s in splits.items():
+        given = [answers.get(rid) for rid in s.ids]
+        out[split] = (given, project.task.llm_votes(labeler, given, project.taxonomy))
+    return out
+
+
+def split_votes(project: Project, splits: dict[str, SplitVotes], heuristic: dict[str, np.ndarray],
+                answers: dict[str, dict[str, dict]], balance) -> dict[str, object]:
+    """The label matrix of each split from the LLM labelers' answers (by labeler name) and the heuristic votes."""
+    columns = {name: [] for name in splits}
+    for labeler in project.llm_labelers:
+        for split, (_, column) in llm_votes(project, labeler, answers[labeler.name], splits, balance).items():
+            columns[split].append(column)
+    return {name: project.task.votes(columns[name], heuristic[name], project.taxonomy, len(s.ids))
+            for name, s in splits.items()}
+
+
+def label_dataset(project: Project, *, lm=None, show_progress: bool = True, count_stored: bool = False,
+                  stored_only: bool = False) -> LabelingResult:
     """Run every labeler on every split; LLM labelers fit (calibrate) on the pool before their answers become votes.
 
     Args:
@@ -128,35 +171,46 @@ def label_dataset(project: Project, *, lm=None, show_progress: bool = True) -> L
         lm: the DSPy LM that answers; built from the config's ``lm:`` when None (and only if an
             answer is missing).
         show_progress: rich progress bars for LLM work.
+        count_stored: with an ``llm_budget``, charge answers already in the vote store against it
+            too (they still cost no call): for experiments that compare budgets on a filled store.
+        stored_only: with an ``llm_budget``, ask nothing on the train split, use the answers stored
+            (``labelloop train``); without one, every answer is stored already (``require_stored``).
     """
     task, taxonomy = project.task, project.taxonomy
     splits = {name: SplitVotes(df["id"].tolist(), df["text"].tolist()) for name, df in project.splits.items()}
     result = LabelingResult(project.labeler_names, splits, 0, {}, {})
     balance = task.class_balance(project.gold("dev"), len(taxonomy))
-    columns = {name: [] for name in splits}
+    heuristic = {name: apply_heuristics(project.heuristic_lfs, s.texts) for name, s in splits.items()}
     get_lm = lm_getter(project, lm)
     record_ids = {rid for s in splits.values() for rid in s.ids}
     with VoteStore(project.config.store) as store:
-        for labeler in project.llm_labelers:
-            # all records of one labeler in a row, so llama.cpp reuses the shared prompt prefix
-            got = answer_labeler(project, labeler, store, get_lm, show_progress=show_progress)
-            answers, name = got.answers, labeler.name
-            result.llm_calls += got.calls
-            result.asked[name], result.reused[name] = len(got.new), len(answers) - len(got.new)
-            result.failed[name] = len(got.failed)
-            result.new_records |= got.new & record_ids  # not a labeler's own extra items
-            result.failed_records |= set(got.failed) & record_ids
-            result.truncated[name] = sum(1 for a in answers.values() if "truncated_to" in a)
-            labeler.fit([answers.get(rid) for rid in splits["train"].ids],
-                        [answers.get(rid) for rid, _ in labeler.extra_items()], class_balance=balance)
-            result.invalid[name] = 0
-            for split, s in splits.items():
-                given = [answers.get(rid) for rid in s.ids]
-                s.answers[name] = given
-                result.invalid[name] += labeler.invalid(given)
-                columns[split].append(task.llm_votes(labeler, given, taxonomy))
-            logger.info("%s: %d LLM calls, %d answers reused, %d records failed", name, got.calls,
-                        result.reused[name], len(got.failed))
+        if project.config.llm_budget is None:
+            got = {}
+            for labeler in project.llm_labelers:
+                # all records of one labeler in a row, so llama.cpp reuses the shared prompt prefix
+                got[labeler.name] = g = answer_labeler(project, labeler, store, get_lm, show_progress=show_progress)
+                logger.info("%s: %d LLM calls, %d answers reused, %d records failed", labeler.name, g.calls,
+                            len(g.answers) - len(g.new), len(g.failed))
+        else:
+            from labelloop.flows.budget import budgeted_answers
+
+            got, result.budget = budgeted_answers(project, store, get_lm, splits, heuristic, balance,
+                                                  count_stored=count_stored, stored_only=stored_only,
+                                                  show_progress=show_progress)
+    columns = {name: [] for name in splits}
+    for labeler in project.llm_labelers:
+        name, answers = labeler.name, got[labeler.name].answers
+        result.llm_calls += got[name].calls
+        result.asked[name], result.reused[name] = len(got[name].new), len(answers) - len(got[name].new)
+        result.failed[name] = len(got[name].failed)
+        result.new_records |= got[name].new & record_ids  # not a labeler's own extra items
+        result.failed_records |= set(got[name].failed) & record_ids
+        result.truncated[name] = sum(1 for a in answers.values() if "truncated_to" in a)
+        result.invalid[name] = 0
+        for split, (given, column) in llm_votes(project, labeler, answers, splits, balance).items():
+            splits[split].answers[name] = given
+            result.invalid[name] += labeler.invalid(given)
+            columns[split].append(column)
     for name, s in splits.items():
-        s.votes = task.votes(columns[name], apply_heuristics(project.heuristic_lfs, s.texts), taxonomy, len(s.ids))
+        s.votes = task.votes(columns[name], heuristic[name], taxonomy, len(s.ids))
     return result

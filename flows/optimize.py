@@ -50,7 +50,7 @@ def optimize_project(project: Project, labeler: str | None = None, *, lm=None) -
         program = target.program(ctx, optimized=False, lm=lm)
         with dspy.context(lm=lm):
             compiled = compile_program(program, trainset, ranking_metric(cfg.optimize.metric_k), optimizer=cfg.optimize.optimizer,
-                                       max_demos=cfg.optimize.max_demos, candidates=cfg.optimize.candidates, seed=cfg.seed)
+                                       max_demos=cfg.optimize.max_demos, candidates=cfg.optimize.candidates)
         scores = [{"seed": c["seed"], "score": round(float(c["score"]), 2)} for c in getattr(compiled, "candidate_programs", [])]
         path = write_json(program_path(cfg, target.name), {
             "labeler": target.name, "model": model_identity(cfg.lm.model), "optimizer": cfg.optimize.optimizer,

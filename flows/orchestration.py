@@ -42,16 +42,19 @@ def _log_progress() -> None:
 def label_shard(config: str, labeler: str, shard: int, shards: int) -> dict:
     """Ask one labeler's missing answers for every ``shards``-th record (from ``shard``); returns counts only.
 
+    With an ``llm_budget`` a shard asks only what is answered whatever the budget (gold splits, extra
+    items); the budget's rounds then run in the flow, which picks the train records to ask.
+
     It takes a path, not records, and returns counts, not answers: what Prefect and Dask carry stays
     small, and the answers reach the flow through the shared vote store, committed one by one.
     """
-    from labelloop.flows.label_dataset import answer_labeler, labeler_items, lm_getter
+    from labelloop.flows.label_dataset import answer_labeler, lm_getter, unbudgeted_items
     from labelloop.flows.store import VoteStore
 
     _log_progress()
     project = load_project(config)
     target = next(lf for lf in project.llm_labelers if lf.name == labeler)
-    items = labeler_items(project, target)[shard::shards]
+    items = unbudgeted_items(project, target)[shard::shards]
     with VoteStore(project.config.store) as store:
         got = answer_labeler(project, target, store, lm_getter(project), items=items, show_progress=False)
     return {"labeler": labeler, "shard": shard, "records": len(items), "llm_calls": got.calls, "failed": len(got.failed)}
@@ -90,12 +93,12 @@ def _worker_slots() -> int:
 
 
 @flow(name="run-project")
-def _run_project_flow(config: str, train: bool = True, shards: int | None = 0) -> dict:
+def _run_project_flow(config: str, train: bool = True, shards: int | None = 0, stored_only: bool = False) -> dict:
     """Label (first in ``shards`` tasks per LLM labeler, if any), denoise, train, evaluate and report.
 
     ``shards``: 0 asks every answer inside ``run_project``; None, one task per worker thread of the
     flow's Dask cluster (``DEFAULT_SHARDS`` if it has none yet). The tasks claim what they ask, so
-    overlapping tasks or runs still pay for each answer once.
+    overlapping tasks or runs still pay for each answer once. ``stored_only``: as ``run_project``'s.
     """
     from prefect.states import Failed
 
@@ -113,7 +116,8 @@ def _run_project_flow(config: str, train: bool = True, shards: int | None = 0) -
             calls = sum(d["llm_calls"] for d in done)
             logger.info("label shards: %d LLM calls over %d tasks, %d records failed", calls, len(done),
                         sum(d["failed"] for d in done))
-        return {"run_dir": str(run_project(project, train=train, show_progress=False, calls_in_tasks=calls))}
+        return {"run_dir": str(run_project(project, train=train, show_progress=False, calls_in_tasks=calls,
+                                           stored_only=stored_only))}
     except LabelloopError as exc:
         # a user's error, not a crash: the run is Failed with its message, and the caller raises it (one
         # line in the CLI) instead of Prefect logging a traceback
@@ -121,7 +125,7 @@ def _run_project_flow(config: str, train: bool = True, shards: int | None = 0) -
 
 
 def run_project_flow(config: str | Path, *, train: bool = True, runner: str = "local", address: str | None = None,
-                     shards: int | None = None) -> Path:
+                     shards: int | None = None, stored_only: bool = False) -> Path:
     """``run_project`` as a Prefect flow run; returns the run folder.
 
     Args:
@@ -131,14 +135,15 @@ def run_project_flow(config: str | Path, *, train: bool = True, runner: str = "l
         runner: ``local`` (in this process) or ``dask`` (labeling tasks on a Dask cluster).
         address: the Dask scheduler (``tcp://host:8786``); a local cluster when None.
         shards: labeling tasks per LLM labeler with ``dask`` (default: the cluster's worker threads).
+        stored_only: with an ``llm_budget``, ask nothing on the train split (``labelloop train``).
     """
     task_runner = _task_runner(runner, address)
     if task_runner is None:
-        return Path(_run_project_flow(str(Path(config).resolve()), train=train, shards=0)["run_dir"])
+        return Path(_run_project_flow(str(Path(config).resolve()), train=train, shards=0, stored_only=stored_only)["run_dir"])
     if shards is not None and shards < 1:
         raise ConfigError(f"shards must be at least 1, got {shards}")
     flow_fn = _run_project_flow.with_options(task_runner=task_runner)
-    return Path(flow_fn(str(Path(config).resolve()), train=train, shards=shards)["run_dir"])
+    return Path(flow_fn(str(Path(config).resolve()), train=train, shards=shards, stored_only=stored_only)["run_dir"])
 
 
 @flow(name="optimize")

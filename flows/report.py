@@ -35,6 +35,19 @@ def _records_line(metrics: dict) -> str:
     return line
 
 
+def _budget_line(metrics: dict) -> str:
+    """What the ``llm_budget`` bought on the train split, when there is one."""
+    b = metrics.get("llm_budget")
+    if not b:
+        return ""
+    scores = ", ".join("n/a" if s is None else f"{s:.3f}" for s in b["dev_scores"])
+    return (f"- LLM budget: {b['spent']} of {b['max_answers']} (record, labeler) answers spent on the train split in "
+            f"{len(b['rounds'])} round(s) ({b['llm_calls']} LLM calls; {b['reused']} answers from the vote store"
+            f"{', charged' if b['count_stored'] else ', free'}); {b['unasked']} of {b['pairs']} pairs left unasked "
+            f"(they abstain); stopped: {b['stopped']}; label model dev score by round: {scores}; gold splits answered "
+            "in full\n")
+
+
 def render_report(name: str, metrics: dict, summary: pd.DataFrame, label_counts: dict[str, int]) -> str:
     rows = [{"split": split, "method": method, **vals}
             for split, by_method in metrics["scores"].items() for method, vals in by_method.items()]
@@ -45,6 +58,7 @@ def render_report(name: str, metrics: dict, summary: pd.DataFrame, label_counts:
         f"- records labeled: {metrics['n_train']} (covered by at least one labeler: {metrics['coverage']:.1%})\n"
         f"- LLM calls this run: {metrics['llm_calls']} (model `{metrics['model']}`)\n"
         f"{_records_line(metrics)}"
+        f"{_budget_line(metrics)}"
         f"- label model: {metrics['label_model']}\n"
         f"- wall time: {metrics['wall_s']:.1f} s\n\n"
         f"## Scores on gold records\n\n{_table(rows)}\n"

@@ -39,10 +39,14 @@ def evaluate(project: Project, result: LabelingResult, model, majority, student)
 
 
 def require_stored(project: Project) -> None:
-    """Refuse (before anything runs) when some LLM answers are not in the vote store yet."""
+    """Refuse (before anything runs) when some LLM answers are not in the vote store yet.
+
+    With an ``llm_budget`` only the answers asked whatever the budget count (gold splits, extra
+    items): a stored-only run (``stored_only=True``) leaves the train answers not stored as abstains.
+    """
     from labelloop.flows.plan import plan_calls
 
-    missing = sum(row["llm_calls"] for row in plan_calls(project))
+    missing = sum(row["llm_calls"] - row.get("train_calls", 0) for row in plan_calls(project))
     if missing:
         where = project.config_path or "CONFIG"
         raise StateError(f"{missing} LLM answers are not stored yet; run `labelloop label {where}` first")
@@ -111,7 +115,7 @@ def student_decision(cfg, task, probs, hashes: set[str]) -> dict:
 
 
 def run_project(project: Project, *, train: bool = True, lm=None, show_progress: bool = True,
-                calls_in_tasks: int = 0) -> Path:
+                calls_in_tasks: int = 0, stored_only: bool = False) -> Path:
     """Label (LLM answers from the store when present), fit the label model, train and evaluate the student.
 
     Args:
@@ -120,13 +124,15 @@ def run_project(project: Project, *, train: bool = True, lm=None, show_progress:
         lm: the DSPy LM that answers; built from the config when None.
         show_progress: rich progress bars for LLM work.
         calls_in_tasks: LLM calls that labeling tasks made for this run before it (``--runner dask``).
+        stored_only: with an ``llm_budget``, ask nothing on the train split and use the answers
+            stored (``labelloop train``; call ``require_stored`` first for the gold splits).
 
     Returns:
         The run folder.
     """
     started = time.time()
     cfg, task, taxonomy = project.config, project.task, project.taxonomy
-    result = label_dataset(project, lm=lm, show_progress=show_progress)
+    result = label_dataset(project, lm=lm, show_progress=show_progress, stored_only=stored_only)
     train_votes, dev = result.splits["train"], result.splits.get("dev")
     names, k, gold_dev = list(taxonomy.names), len(taxonomy), project.gold("dev")
     model, majority, kind = task.fit_label_model(cfg.label_model, train_votes.votes, k, gold_dev, cfg.seed)
@@ -157,6 +163,8 @@ def run_project(project: Project, *, train: bool = True, lm=None, show_progress:
                     "failed": result.failed, "truncated": result.truncated},
         "scores": evaluate(project, result, model, majority, student),
     }
+    if result.budget is not None:
+        metrics["llm_budget"] = result.budget.to_dict()
     run_dir = new_run_dir(cfg)
     if decision is not None:
         metrics["student"] = {**decision, "trained_in": run_dir.name} if decision["retrain"] else decision

@@ -1,8 +1,9 @@
 """The Infer-Retrieve-Rank labeler: a ranked label list per record becomes votes on sets of labels.
 
 An answer (computed earlier, by a flow) is the program's prediction as a dict: ``ranking`` (the
-ranker's choices first, then the other candidates in retrieval order), ``chosen``, ``candidates``,
-``guesses`` and the counts ``invalid`` (answers outside the candidates, dropped) and ``failed``.
+ranker's choices first, then the other candidates in retrieval order; in ``rank: scores`` mode the
+candidates by the ranker's probability), ``chosen``, ``candidates``, ``guesses`` and the counts
+``invalid`` (answers outside the candidates, dropped; always 0 in ``scores`` mode) and ``failed``.
 Votes: the chosen labels are positive; candidates the ranker saw and left out are negative; every
 other label is an abstain.
 """
@@ -15,11 +16,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 from scipy import sparse
 
 from labelloop.labelers.base import LabelerSpec, LabelingContext, LLMLabeler, register_labeler
 from labelloop.labelers.labels import ABSTAIN, Taxonomy
+from labelloop.programs.errors import ConfigError
+from labelloop.programs.irr import CHOSEN_SHARE, RANK_MODES, check_rank
 from labelloop.programs.retrieval import RETRIEVERS
 
 
@@ -40,6 +44,10 @@ class IRRLabeler(LLMLabeler):
     chunk_words: int = 200
     hint: str = ""
     retriever: str = "embeddings"
+    rank: str = "list"  # "list" or "scores" (see ``labelloop.programs.irr``)
+
+    def __post_init__(self):
+        check_rank(self.rank, self.rank_n)
 
     def version(self, ctx: LabelingContext) -> str:
         """Hash of everything that decides the answers: settings, program state, labels, model."""
@@ -49,6 +57,8 @@ class IRRLabeler(LLMLabeler):
         settings = {"infer_k": self.infer_k, "rank_n": self.rank_n, "rank_k": self.rank_k, "chunk_words": self.chunk_words,
                     "hint": self.hint, "retriever": self.retriever, "program_state": state_hash(ctx.states.get(self.name)),
                     "kind": "irr"}
+        if self.rank != "list":  # only then: answers stored before the setting existed keep their version
+            settings |= {"rank": self.rank, "chosen_share": CHOSEN_SHARE}
         model, params = ctx.lm.key()
         blob = json.dumps([PROMPT_FORMAT, settings, label_fingerprint(ctx.taxonomy.texts()), model, params], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -109,10 +119,15 @@ class IRRLabeler(LLMLabeler):
         from labelloop.programs.irr import InferRetrieveRank
 
         program = InferRetrieveRank(ctx.label_index(self.retriever), infer_k=self.infer_k, rank_n=self.rank_n,
-                                    rank_k=self.rank_k, chunk_words=self.chunk_words, hint=self.hint,
+                                    rank_k=self.rank_k, chunk_words=self.chunk_words, hint=self.hint, rank=self.rank,
                                     infer_lm=lm, rank_lm=lm)
         state = ctx.states.get(self.name) if optimized else None
         if state:
+            expected = {name for name, _ in program.named_predictors()}
+            if set(state) != expected:
+                raise ConfigError(f"the optimized program saved for labeler {self.name!r} has the steps {sorted(state)}, "
+                                  f"not {sorted(expected)} (rank: {self.rank}): it was compiled with other settings; "
+                                  "run `labelloop optimize` again or delete it")
             program.load_state(state)
         return program
 
@@ -120,14 +135,15 @@ class IRRLabeler(LLMLabeler):
         """(LLM calls, prompt characters) over ``texts``: Infer per chunk, one Rank per text (its candidates
         approximated by the first ``rank_n`` labels)."""
         from labelloop.programs.choice import CompactJSONAdapter
-        from labelloop.programs.irr import InferLabels, RankLabels, chunk_text
+        from labelloop.programs.irr import InferLabels, PickLabel, RankLabels, chunk_text, lettered
 
         adapter, options = CompactJSONAdapter(), list(ctx.taxonomy.names[: self.rank_n])
+        rank_signature, shown = (RankLabels, options) if self.rank == "list" else (PickLabel, lettered(options))
         calls = chars = 0
         for text in texts:
             chunks = chunk_text(text, self.chunk_words)
             messages = [m for c in chunks for m in adapter.format(InferLabels, demos=[], inputs={"text": c})]
-            messages += adapter.format(RankLabels, demos=[], inputs={"text": chunks[0], "options": options})
+            messages += adapter.format(rank_signature, demos=[], inputs={"text": chunks[0], "options": shown})
             calls, chars = calls + len(chunks) + 1, chars + sum(len(m["content"]) for m in messages)
         return calls, chars
 
@@ -151,7 +167,17 @@ class IRRLF(LabelerSpec):
     chunk_words: int = Field(200, ge=20)
     hint: str = ""
     retriever: Literal[RETRIEVERS] = "embeddings"
+    rank: Literal[RANK_MODES] = "list"  # list: the LLM writes its choices; scores: one lettered closed choice
+
+    @field_validator("rank")
+    @classmethod
+    def _letters_fit(cls, rank, info):
+        try:
+            check_rank(rank, info.data.get("rank_n", 1))
+        except ConfigError as exc:
+            raise PydanticCustomError("rank_n_over_letters", str(exc)) from None
+        return rank
 
     def build(self, taxonomy: Taxonomy) -> list:
         return [IRRLabeler(self.name, infer_k=self.infer_k, rank_n=self.rank_n, rank_k=self.rank_k,
-                           chunk_words=self.chunk_words, hint=self.hint, retriever=self.retriever)]
+                           chunk_words=self.chunk_words, hint=self.hint, retriever=self.retriever, rank=self.rank)]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from labelloop.labelers import budget
 from labelloop.labelers.analysis import lf_summary, scores
 from labelloop.labelers.base import single_label_votes
 from labelloop.labelers.label_model import estimate_class_balance, make_label_model
@@ -58,6 +59,10 @@ class MultiClass:
 
     def covered(self, V) -> np.ndarray:
         return (np.asarray(V) != ABSTAIN).any(axis=1)
+
+    def budget_scores(self, P: np.ndarray, V, k: int) -> np.ndarray:
+        """How much LLM answers could change each record (``llm_budget``): posterior entropy plus vote disagreement."""
+        return budget.entropy(P) + budget.disagreement(V, k)
 
     def fit_label_model(self, kind: str, V, k: int, gold_dev=None, seed: int = 0):
         """The configured label model and majority vote, fitted on the train votes.
@@ -149,6 +154,10 @@ class MultiLabel:
         if not V:
             return np.zeros(0, bool)
         return np.asarray(sum(abs(v) for v in V).sum(axis=1)).ravel() > 0
+
+    def budget_scores(self, P: np.ndarray, V, k: int) -> np.ndarray:
+        """How much LLM answers could change each record: mean per-label entropy plus mean per-label disagreement."""
+        return budget.binary_entropy(P) + budget.multilabel_disagreement(V)
 
     def fit_label_model(self, kind: str, V, k: int, gold_dev=None, seed: int = 0):
         """One binary label model per label, and majority vote; label prevalence comes from gold dev labels."""

@@ -1,9 +1,17 @@
 """Infer-Retrieve-Rank (D'Oosterlinck et al. 2024) for label spaces of thousands of labels.
 
 Infer asks the LM for free-text label guesses (a typed list, never comma parsing); Retrieve maps
-the guesses to the nearest taxonomy labels (``programs.retrieval.LabelIndex``); Rank asks the LM
-to choose from the top candidates. The final ranking is the ranker's choices, then the remaining
-candidates in retrieval order. Answers outside the candidates are dropped and counted.
+the guesses to the nearest taxonomy labels (``programs.retrieval.LabelIndex``); Rank orders the top
+candidates, in one of two modes:
+
+- ``list``: the LM writes the list of candidates it chooses (a JSON list; many output tokens). The
+  ranking is its choices, then the other candidates in retrieval order. Answers outside the
+  candidates are dropped and counted (``invalid``).
+- ``scores``: the candidates are shown lettered (A., B., ...) and the LM answers one letter, a
+  closed choice whose token log-probabilities give each candidate a probability (one output token
+  that matters). The ranking is the candidates by probability, those without one (outside the
+  LM's top log-probs) after them in retrieval order; ``chosen`` is the most probable candidates
+  until their probabilities add up to ``CHOSEN_SHARE`` (at least one, at most ``rank_k``).
 
 The LMs live on the module (``infer_lm``, ``rank_lm``) and are applied with ``dspy.context`` in
 ``forward``: DSPy's bootstrap optimizers reset per-predictor LMs, not module attributes.
@@ -19,10 +27,17 @@ import pydantic
 from dspy.utils.exceptions import AdapterParseError
 from pydantic import Field
 
-from labelloop.programs.choice import CompactJSONAdapter
+from labelloop.programs.choice import TOP_LOGPROBS, CompactJSONAdapter, option_probabilities
+from labelloop.programs.errors import ConfigError
 from labelloop.programs.retrieval import LabelIndex
+from labelloop.programs.signatures import closed
 
 MAX_GUESS_CHARS = 80
+RANK_MODES = ("list", "scores")
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # one single-token letter per candidate in ``scores`` mode
+# ``scores`` mode: the chosen labels are the most probable candidates until their probabilities add up
+# to this share of the whole (at least one, at most rank_k)
+CHOSEN_SHARE = 0.8
 
 
 class InferLabels(dspy.Signature):
@@ -38,6 +53,33 @@ class RankLabels(dspy.Signature):
     text: str = dspy.InputField()
     options: list[str] = dspy.InputField(desc="candidate labels")
     choices: list[str] = dspy.OutputField(desc="chosen candidates, most relevant first")
+
+
+class PickLabel(dspy.Signature):
+    """Choose the candidate label that applies best to the text. Answer with its letter."""
+
+    text: str = dspy.InputField()
+    options: str = dspy.InputField(desc="candidate labels, one per line after its letter")
+    letter: str = dspy.OutputField(desc="the letter of the best candidate")
+
+
+def lettered(names: list[str]) -> str:
+    """Candidates one per line after their letter, as ``scores`` mode shows them.
+
+    >>> print(lettered(["billing", "shipping"]))
+    A. billing
+    B. shipping
+    """
+    return "\n".join(f"{letter}. {name}" for letter, name in zip(LETTERS, names))
+
+
+def check_rank(rank: str, rank_n: int) -> None:
+    """Raise ConfigError unless ``rank`` is a known mode whose candidate count fits it."""
+    if rank not in RANK_MODES:
+        raise ConfigError(f"rank must be one of {RANK_MODES}, got {rank!r}")
+    if rank == "scores" and rank_n > len(LETTERS):
+        raise ConfigError(f"rank: scores shows each candidate under one letter, so rank_n must be at most "
+                          f"{len(LETTERS)}; got rank_n {rank_n}")
 
 
 class SchemaAdapter(CompactJSONAdapter):
@@ -99,8 +141,10 @@ class InferRetrieveRank(dspy.Module):
     Args:
         index: the label index to retrieve from.
         infer_k: the most label guesses asked of Infer per chunk.
-        rank_n: candidates shown to Rank.
+        rank_n: candidates shown to Rank (at most 26 with ``rank="scores"``).
         rank_k: the most labels Rank may choose.
+        rank: ``"list"`` (the LM writes the chosen candidates) or ``"scores"`` (one lettered closed
+            choice; candidates ordered by its option probabilities). See the module docstring.
         chunk_words: texts longer than this are split for Infer; Rank sees the first chunk.
         hint: one sentence about the texts and labels (e.g. "Texts are job ads; labels are skills."),
             added to both instructions.
@@ -108,14 +152,21 @@ class InferRetrieveRank(dspy.Module):
     """
 
     def __init__(self, index: LabelIndex, *, infer_k: int = 8, rank_n: int = 30, rank_k: int = 5,
-                 chunk_words: int = 200, hint: str = "", infer_lm=None, rank_lm=None):
+                 chunk_words: int = 200, hint: str = "", rank: Literal[RANK_MODES] = "list", infer_lm=None,
+                 rank_lm=None):
         super().__init__()
+        check_rank(rank, rank_n)
         self.index, self.infer_k, self.rank_n, self.rank_k = index, infer_k, rank_n, rank_k
-        self.chunk_words = chunk_words
+        self.chunk_words, self.rank_mode = chunk_words, rank
         self.infer_lm, self.rank_lm = infer_lm, rank_lm
         suffix = f"\n\n{hint.strip()}" if hint.strip() else ""
         self.infer = dspy.Predict(InferLabels.with_instructions(InferLabels.instructions + suffix))
-        self.rank = dspy.Predict(RankLabels.with_instructions(RankLabels.instructions + suffix))
+        # each mode has its own predictor name, so a program state saved for one mode does not load into the other
+        if rank == "list":
+            self.rank = dspy.Predict(RankLabels.with_instructions(RankLabels.instructions + suffix))
+        else:
+            self.pick = dspy.Predict(closed(PickLabel.with_instructions(PickLabel.instructions + suffix), "letter",
+                                            list(LETTERS[:rank_n])))
 
     def _ask(self, predictor, field, lm, adapter, **inputs):
         """One LLM call; an unparseable answer is an empty list, reported in ``failed``."""
@@ -139,6 +190,10 @@ class InferRetrieveRank(dspy.Module):
         candidates = self.index.search(guesses, self.rank_n)
         names = [name for name, _ in candidates]
         calls = len(chunks)
+        if names and self.rank_mode == "scores":
+            order, chosen, bad = self._rank_by_scores(chunks[0], names)
+            return dspy.Prediction(ranking=[names[i] for i in order], chosen=chosen, guesses=guesses, candidates=names,
+                                   invalid=0, failed=failed + bad, calls=calls + 1)
         chosen, invalid = [], 0
         if names:
             rank_adapter = SchemaAdapter("choices", Annotated[list[Literal[tuple(names)]], Field(max_length=self.rank_k)])
@@ -151,3 +206,35 @@ class InferRetrieveRank(dspy.Module):
         ranking = chosen + [name for name in names if name not in set(chosen)]
         return dspy.Prediction(ranking=ranking, chosen=chosen, guesses=guesses, candidates=names,
                                invalid=invalid, failed=failed, calls=calls)
+
+    def _rank_by_scores(self, text: str, names: list[str]) -> tuple[list[int], list[str], bool]:
+        """(candidate positions in ranking order, chosen labels, failed) from one lettered closed choice.
+
+        Probabilities come from the answer's log-probs; an LM without log-probs gives its answer
+        probability 1. An unparseable answer leaves retrieval order and chooses nothing.
+        """
+        letters = list(LETTERS[: len(names)])
+        # the saved signature (instructions, demos' fields), its letters cut to this record's candidates
+        signature = closed(self.pick.signature, "letter", letters)
+        context = {"adapter": CompactJSONAdapter()} | ({"lm": self.rank_lm} if self.rank_lm is not None else {})
+        try:
+            with dspy.context(**context):
+                pred = self.pick(text=text, options=lettered(names), signature=signature,
+                                 config={"logprobs": True, "top_logprobs": TOP_LOGPROBS})
+        except AdapterParseError:
+            return list(range(len(names))), [], True
+        probs = option_probabilities(getattr(pred, "logprobs", None), "letter", letters)
+        if probs is None:
+            answer = getattr(pred, "letter", None)
+            probs = {answer: 1.0} if answer in letters else {}
+        scored = sorted((i for i, letter in enumerate(letters) if probs.get(letter, 0) > 0),
+                        key=lambda i: -probs[letters[i]])  # stable: ties keep retrieval order
+        ranked = set(scored)
+        order = scored + [i for i in range(len(names)) if i not in ranked]
+        chosen, total = [], 0.0
+        for i in scored[: self.rank_k]:
+            chosen.append(names[i])
+            total += probs[letters[i]]
+            if total >= CHOSEN_SHARE - 1e-9:
+                break
+        return order, chosen, False

@@ -13,7 +13,7 @@ import dspy
 
 from labelloop.programs.metrics import rp_at_k
 
-OPTIMIZERS = ("bootstrap_random_search", "mipro")
+OPTIMIZERS = ("bootstrap_random_search",)  # the tested ones; a config naming another is refused
 
 
 def ranking_metric(k: int = 10):
@@ -32,7 +32,7 @@ def examples(records: list[tuple[str, list[str]]]) -> list[dspy.Example]:
 
 
 def compile_program(program: dspy.Module, trainset: list[dspy.Example], metric, *, optimizer: str = "bootstrap_random_search",
-                    max_demos: int = 2, candidates: int = 1, seed: int = 0, valset: list[dspy.Example] | None = None,
+                    max_demos: int = 2, candidates: int = 1, valset: list[dspy.Example] | None = None,
                     quiet: bool = True) -> dspy.Module:
     """Return an optimized copy of ``program``.
 
@@ -40,9 +40,9 @@ def compile_program(program: dspy.Module, trainset: list[dspy.Example], metric, 
         program: the program to compile (left unchanged).
         trainset: gold examples to bootstrap demonstrations from (about ten is enough).
         metric: ``metric(example, prediction, trace=None) -> float``.
-        optimizer: ``bootstrap_random_search`` (few-shot demonstrations, zero-shot kept as a
-            candidate, so the result is never worse on ``valset`` than the input) or ``mipro``
-            (MIPROv2 "light": also proposes instructions; needs many more LLM calls).
+        optimizer: ``bootstrap_random_search`` (DSPy's BootstrapFewShotWithRandomSearch: few-shot
+            demonstrations, zero-shot kept as a candidate, so the result is never worse on ``valset``
+            than the input), the only one in ``OPTIMIZERS``.
         max_demos: bootstrapped demonstrations per predictor.
         candidates: random demonstration sets tried beyond the zero-shot and the first-found set.
         valset: examples to choose the best candidate on; the trainset when omitted.
@@ -54,12 +54,8 @@ def compile_program(program: dspy.Module, trainset: list[dspy.Example], metric, 
         raise ValueError("optimizing needs at least one gold example")
     out = io.StringIO() if quiet else None
     with contextlib.redirect_stdout(out) if quiet else contextlib.nullcontext():
-        if optimizer == "bootstrap_random_search":
-            opt = dspy.BootstrapFewShotWithRandomSearch(
-                metric=metric, max_bootstrapped_demos=max_demos, max_labeled_demos=0,
-                num_candidate_programs=candidates, num_threads=1)
-            # -2 ("labels only") equals zero-shot when no labelled demos are allowed: skip it
-            return opt.compile(program, trainset=trainset, valset=valset, restrict=[-3, -1, *range(candidates)])
-        opt = dspy.MIPROv2(metric=metric, auto="light", num_threads=1, seed=seed, verbose=False)
-        return opt.compile(program, trainset=trainset, valset=valset, max_bootstrapped_demos=max_demos,
-                           max_labeled_demos=0)
+        opt = dspy.BootstrapFewShotWithRandomSearch(
+            metric=metric, max_bootstrapped_demos=max_demos, max_labeled_demos=0,
+            num_candidate_programs=candidates, num_threads=1)
+        # -2 ("labels only") equals zero-shot when no labelled demos are allowed: skip it
+        return opt.compile(program, trainset=trainset, valset=valset, restrict=[-3, -1, *range(candidates)])

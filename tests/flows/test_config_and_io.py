@@ -117,3 +117,18 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("crash")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_optimizer_names_the_allowed_one(example_project):
+    _edit(example_project, optimize={"optimizer": "mipro"})  # advertised once, never run: removed
+    with pytest.raises(ConfigError, match=r"optimize.optimizer: Input should be 'bootstrap_random_search' \(got 'mipro'\)"):
+        load_config(example_project)
+
+
+def test_irr_rank_scores_needs_at_most_26_candidates(example_project):
+    raw = yaml.safe_load(example_project.read_text())
+    _edit(example_project, labelers=[*raw["labelers"], {"type": "irr", "rank": "scores", "rank_n": 27}])
+    with pytest.raises(ConfigError, match=r"labelers\.\d+\.rank: rank: scores .* rank_n must be at most 26; got rank_n 27"):
+        load_config(example_project)
+    _edit(example_project, labelers=[*raw["labelers"], {"type": "irr", "rank": "scores", "rank_n": 26}])
+    assert load_config(example_project).labelers[-1].rank == "scores"

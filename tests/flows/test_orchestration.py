@@ -74,7 +74,8 @@ def test_flow_runs_keep_the_config_path_and_options_only(example_project, fake_l
     stored = _stored_since(since)
     assert [s["flow"] for s in stored] == ["run-project"]
     run = stored[0]["flow_run"]
-    assert run["parameters"] == {"config": str(example_project.resolve()), "train": False, "shards": 0}
+    assert run["parameters"] == {"config": str(example_project.resolve()), "train": False, "shards": 0,
+                                 "stored_only": False}
     assert run["state"]["type"] == "COMPLETED"
     assert _leaks(stored, _records(example_project)) == []
     # labelloop's own lines (per labeler: calls, reuse, failures) reach the run's log on the server

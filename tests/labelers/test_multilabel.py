@@ -90,3 +90,47 @@ def test_irr_labeler_versions_and_multiclass_votes():
     changed = [IRRLabeler("irr", rank_n=10).version(ctx), irr.version(LabelingContext(tax, LMSpec(model="model@2"))),
                irr.version(other_labels), irr.version(LabelingContext(tax, ctx.lm, states={"irr": {"demos": [1]}}))]
     assert base not in changed and len(set(changed)) == 4
+
+
+def test_irr_rank_mode_is_part_of_the_version_and_checked():
+    from labelloop.programs.errors import ConfigError
+
+    tax = Taxonomy(("a", "b"), ("", ""))
+    ctx = LabelingContext(tax, LMSpec(model="model@1"))
+    listed = IRRLabeler("irr", rank_n=20)
+    assert listed.version(ctx) == IRRLabeler("irr", rank_n=20, rank="list").version(ctx)  # the default adds nothing
+    assert IRRLabeler("irr", rank_n=20, rank="scores").version(ctx) != listed.version(ctx)
+    with pytest.raises(ConfigError, match="rank_n must be at most 26; got rank_n 30"):
+        IRRLabeler("irr", rank="scores")  # the default rank_n 30 needs more letters than there are
+    with pytest.raises(ConfigError, match="rank must be one of"):
+        IRRLabeler("irr", rank="stars")
+
+
+def test_irr_scores_program_state_and_prompt_cost():
+    from labelloop.programs.errors import ConfigError
+    from labelloop.programs.retrieval import LabelIndex
+
+    tax = Taxonomy(("billing", "shipping", "returns"), ("", "", ""))
+    index = LabelIndex(list(tax.names), retriever="bm25")
+    scores = IRRLabeler("irr", rank_n=3, rank="scores")
+    ctx = LabelingContext(tax, LMSpec(model="model@1"), lambda retriever: index)
+    program = scores.program(ctx)
+    assert program.rank_mode == "scores" and program.rank_n == 3
+    list_state = IRRLabeler("irr", rank_n=3).program(ctx).dump_state()  # saved for the other mode
+    with pytest.raises(ConfigError, match=r"compiled with other settings"):
+        scores.program(LabelingContext(tax, ctx.lm, ctx.label_index, states={"irr": list_state}))
+    own = LabelingContext(tax, ctx.lm, ctx.label_index, states={"irr": program.dump_state()})
+    assert scores.program(own).rank_mode == "scores"
+    calls, chars = scores.prompt_cost(["I was charged twice"], ctx)
+    list_calls, list_chars = IRRLabeler("irr", rank_n=3).prompt_cost(["I was charged twice"], ctx)
+    assert calls == list_calls == 2 and chars != list_chars and chars > 0
+
+
+def test_irr_spec_validates_rank():
+    from labelloop.labelers.irr import IRRLF
+
+    assert IRRLF(type="irr", rank="scores", rank_n=26).build(None)[0].rank == "scores"
+    with pytest.raises(ValueError, match="rank_n must be at most 26; got rank_n 30"):
+        IRRLF(type="irr", rank="scores")
+    with pytest.raises(ValueError, match="'list' or 'scores'"):
+        IRRLF(type="irr", rank="stars")

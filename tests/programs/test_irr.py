@@ -113,3 +113,102 @@ def test_rank_precision():
     assert rp_at_k(["a", "x", "b"], ["a", "b"], 1) == 1.0
     assert rp_at_k(["x", "y"], ["a"], 10) == 0.0
     assert mean_rp_at_k([["a"], ["x"], ["q"]], [["a"], ["b"], []], 5) == 0.5
+
+
+# Rank by option scores: one lettered closed choice, candidates ordered by its log-probs.
+
+CANDIDATES = ["a", "b", "c", "d", "e"]
+
+
+class FixedIndex:
+    """Retrieval that always returns ``CANDIDATES`` in this order (so retrieval order is known)."""
+
+    def search(self, guesses, n):
+        return [(name, 1.0 - i / 10) for i, name in enumerate(CANDIDATES[:n])]
+
+
+class LetterEngine(RuleEngine):
+    """Infer by the keyword rules; the letter answer is ``answer`` with log-probs from ``probs`` (none when None)."""
+
+    def __init__(self, probs: dict[str, float] | None, answer: str | None = None, text: str | None = None):
+        super().__init__()
+        self.probs, self.answer, self.text = probs, answer, text
+
+    def complete(self, request):
+        import json
+        import math
+
+        from dspy._vendor.lm15.types import TokenLogprob, TopLogprob
+        from dspy.lm15 import Message, Response, TextPart, Usage
+
+        (field, spec), = request.config.response_format["schema"]["properties"].items()
+        if spec.get("type") == "array":
+            return super().complete(request)
+        self.calls += 1
+        self.requests.append(request)
+        answer = self.answer or max(self.probs, key=self.probs.get)
+        text = self.text or json.dumps({field: answer})
+        logprobs = None
+        if self.probs is not None:
+            top = tuple(TopLogprob(token=letter, logprob=math.log(p)) for letter, p in self.probs.items())
+            logprobs = (TokenLogprob(token=f'{{"{field}": "', logprob=0.0),
+                        TokenLogprob(token=answer, logprob=math.log(self.probs[answer]), top=top),
+                        TokenLogprob(token='"}', logprob=0.0))
+        return Response(id=None, model="letters", message=Message.assistant([TextPart(text)]), finish_reason="stop",
+                        usage=Usage(input_tokens=10, output_tokens=3), logprobs=logprobs)
+
+
+def _scores(engine, **kwargs):
+    lm = dspy.LM("fake/letters", engine=engine, cache=False)
+    return InferRetrieveRank(FixedIndex(), rank="scores", infer_lm=lm, rank_lm=lm, **kwargs)(text="a refund please")
+
+
+def test_scores_mode_orders_candidates_by_letter_probabilities():
+    engine = LetterEngine({"C": 0.5, "E": 0.25, "A": 0.2})
+    pred = _scores(engine, rank_n=5, rank_k=3)
+    assert pred.candidates == CANDIDATES
+    assert pred.ranking == ["c", "e", "a", "b", "d"]  # by probability; the unscored keep retrieval order after
+    assert pred.chosen == ["c", "e", "a"]  # renormalised: 0.53 + 0.26 < 0.8 <= 1
+    assert (pred.invalid, pred.failed, pred.calls, engine.calls) == (0, 0, 2, 2)
+    assert set(pred) == {"ranking", "chosen", "guesses", "candidates", "invalid", "failed", "calls"}
+    request = engine.requests[-1]
+    assert request.config.response_format["schema"]["properties"]["letter"]["enum"] == list("ABCDE")
+    assert request.config.logprobs == 10  # top_logprobs asked for, as ClosedChoice asks
+    assert "A. a\nB. b\nC. c\nD. d\nE. e" in request.messages[-1].text
+
+
+def test_scores_mode_letters_follow_the_candidates_found():
+    engine = LetterEngine({"B": 0.6, "A": 0.4})
+    pred = _scores(engine, rank_n=3)
+    assert pred.ranking == ["b", "a", "c"] and pred.chosen == ["b", "a"]
+    assert engine.requests[-1].config.response_format["schema"]["properties"]["letter"]["enum"] == ["A", "B", "C"]
+
+
+@pytest.mark.parametrize("probs, rank_k, chosen", [
+    ({"B": 0.85, "A": 0.1, "C": 0.05}, 5, ["b"]),  # one candidate already holds the share
+    ({"D": 0.3, "A": 0.3, "B": 0.2, "C": 0.2}, 2, ["a", "d"]),  # rank_k caps it; ties keep retrieval order
+    ({"A": 0.4, "B": 0.4, "C": 0.2}, 5, ["a", "b"]),  # exactly the share
+])
+def test_scores_mode_chooses_up_to_the_share_and_rank_k(probs, rank_k, chosen):
+    assert _scores(LetterEngine(probs), rank_n=5, rank_k=rank_k).chosen == chosen
+
+
+def test_scores_mode_without_logprobs_keeps_retrieval_order_after_the_answer():
+    pred = _scores(LetterEngine(None, answer="D"), rank_n=5)
+    assert pred.ranking == ["d", "a", "b", "c", "e"] and pred.chosen == ["d"] and pred.failed == 0
+
+
+def test_scores_mode_unparseable_answer_keeps_retrieval_order_and_chooses_nothing():
+    pred = _scores(LetterEngine(None, answer="Z", text='{"letter": "Z"}'), rank_n=5)  # outside the letters
+    assert pred.ranking == CANDIDATES and pred.chosen == [] and (pred.failed, pred.invalid, pred.calls) == (1, 0, 2)
+
+
+def test_scores_mode_needs_one_letter_per_candidate(index):
+    from labelloop.programs.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="rank_n must be at most 26; got rank_n 27"):
+        InferRetrieveRank(index, rank="scores", rank_n=27)
+    with pytest.raises(ConfigError, match="rank must be one of"):
+        InferRetrieveRank(index, rank="stars")
+    assert InferRetrieveRank(index, rank="list", rank_n=27).rank_n == 27
+    assert [name for name, _ in InferRetrieveRank(index, rank="scores", rank_n=26).named_predictors()] == ["infer", "pick"]

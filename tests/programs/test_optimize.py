@@ -56,3 +56,35 @@ def test_optimizer_choice_and_empty_trainset_are_checked():
         compile_program(program, examples(GOLD), ranking_metric(), optimizer="gepa-xl")
     with pytest.raises(ValueError, match="at least one gold example"):
         compile_program(program, [], ranking_metric())
+
+
+class LetterRuleEngine(RuleEngine):
+    """Rank by letter: answers the letter of the candidate the keyword rules name, only right on hard texts with demos."""
+
+    def __init__(self):
+        super().__init__(self._answer)
+
+    def _answer(self, field, options, text):
+        if field != "letter":
+            return default_answer(field, options, text)
+        record, _, shown = text.partition("[[ ## options ## ]]")
+        names = dict(line.split(". ", 1) for line in shown.strip().splitlines() if ". " in line)
+        wanted = set(default_answer("guesses", None, record))
+        hits = [letter.upper() for letter, name in names.items() if name in wanted]
+        with_demos = len(self.requests[-1].messages) > 2
+        if not hits or (not with_demos and ("error" in record or "refund" in record)):
+            return options[-1]
+        return hits[0]
+
+
+def test_bootstrap_search_compiles_the_scores_ranker():
+    engine = LetterRuleEngine()
+    lm = dspy.LM("fake/rule", engine=engine, cache=False)
+    program = InferRetrieveRank(LabelIndex(LABELS, retriever="bm25"), rank="scores", rank_n=3, infer_lm=lm, rank_lm=lm)
+    compiled = compile_program(program, examples(GOLD), ranking_metric(1), max_demos=2, candidates=1)
+    scores = {c["seed"]: c["score"] for c in compiled.candidate_programs}
+    assert scores[-1] > scores[-3]  # demonstrations beat zero-shot
+    assert compiled.pick.demos and set(compiled.pick.demos[0]) >= {"text", "options", "letter"}
+    pred = compiled(text="the app shows an error")
+    assert pred.ranking[0] == "technical issue" and pred.chosen == ["technical issue"] and pred.invalid == 0
+    assert len(engine.requests[-1].messages) > 2  # the demos were sent
