@@ -134,16 +134,16 @@ class IRRLabeler(LLMLabeler):
     def prompt_cost(self, texts: list[str], ctx: LabelingContext) -> tuple[int, int]:
         """(LLM calls, prompt characters) over ``texts``: Infer per chunk, one Rank per text (its candidates
         approximated by the first ``rank_n`` labels)."""
-        from labelloop.programs.choice import CompactJSONAdapter
+        from labelloop.programs.choice import ChoiceAdapter, CompactJSONAdapter
         from labelloop.programs.irr import InferLabels, PickLabel, RankLabels, chunk_text, lettered
 
         adapter, options = CompactJSONAdapter(), list(ctx.taxonomy.names[: self.rank_n])
-        rank_signature, shown = (RankLabels, options) if self.rank == "list" else (PickLabel, lettered(options))
+        rank = (RankLabels, options, adapter) if self.rank == "list" else (PickLabel, lettered(options), ChoiceAdapter())
         calls = chars = 0
         for text in texts:
             chunks = chunk_text(text, self.chunk_words)
             messages = [m for c in chunks for m in adapter.format(InferLabels, demos=[], inputs={"text": c})]
-            messages += adapter.format(rank_signature, demos=[], inputs={"text": chunks[0], "options": shown})
+            messages += rank[2].format(rank[0], demos=[], inputs={"text": chunks[0], "options": rank[1]})
             calls, chars = calls + len(chunks) + 1, chars + sum(len(m["content"]) for m in messages)
         return calls, chars
 

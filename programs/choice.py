@@ -18,18 +18,48 @@ from labelloop.programs.signatures import AnswerQuestion, classify_signature, cl
 TOP_LOGPROBS = 10
 # Bump when the prompt format changes: it is part of every labeler version, so stored answers
 # from an older format are not reused.
-PROMPT_FORMAT = "compact-json-1"
+PROMPT_FORMAT = "compact-json-2"
 
 
 class CompactJSONAdapter(dspy.JSONAdapter):
-    """DSPy's JSON adapter with a one-line reminder after the record text.
-
-    The options are already listed in the system message and enforced by the schema; repeating
-    them after the text cost about 40 prompt tokens per record, outside the cached prefix.
-    """
+    """DSPy's JSON adapter with a one-line reminder after the record text (programs with free-form answers)."""
 
     def user_message_output_requirements(self, signature) -> str:
         return "Respond with a JSON object with the field(s) " + ", ".join(f"`{f}`" for f in signature.output_fields) + "."
+
+
+class ChoiceAdapter(dspy.JSONAdapter):
+    """The prompt of a closed choice: the instructions, one line on the answer, the inputs; nothing after the text.
+
+    DSPy's default system message describes every field's type and layout before the instructions
+    and repeats the output format after the record text; on the embedded 1.5B model that scaffolding
+    biased zero-shot answers. The options are left to the schema (a llama.cpp grammar, or structured
+    outputs): naming them in the prompt as well cost the embedded model zero-shot accuracy and a
+    question's AUC on the YouTube dev records (``benchmarks/choice_prompt.py``). An LM that takes no
+    schema (a served model DSPy does not know) has nothing else to go by: it gets DSPy's full prompt,
+    which names the options and the answer's format (``CompactJSONAdapter``).
+    """
+
+    def __call__(self, lm, lm_kwargs, signature, demos, inputs):
+        adapter = super() if takes_schema(lm) else CompactJSONAdapter()
+        return adapter.__call__(lm, lm_kwargs, signature, demos, inputs)
+
+    def format_field_description(self, signature) -> str:
+        return ""
+
+    def format_field_structure(self, signature) -> str:
+        return "Answer with a JSON object with the field(s) " + ", ".join(f"`{f}`" for f in signature.output_fields) + "."
+
+    def format_task_description(self, signature) -> str:
+        return signature.instructions
+
+    def user_message_output_requirements(self, signature) -> None:
+        return None  # DSPy skips the reminder after the record text
+
+
+def takes_schema(lm) -> bool:
+    """Whether DSPy sends this LM the answer's JSON schema (which then constrains its answer)."""
+    return "response_format" in lm.supported_params and bool(lm.supports_response_schema)
 
 
 class ClosedChoice(dspy.Module):
@@ -48,10 +78,11 @@ class ClosedChoice(dspy.Module):
         self.field = field
         self.options = list(options)
         self.fixed_inputs = fixed_inputs
+        self.adapter = ChoiceAdapter()
 
     def forward(self, text: str) -> dspy.Prediction:
         try:
-            with dspy.context(adapter=CompactJSONAdapter()):
+            with dspy.context(adapter=self.adapter):
                 pred = self.predict(**self.fixed_inputs, text=text, config={"logprobs": True, "top_logprobs": TOP_LOGPROBS})
         except AdapterParseError as exc:  # an answer outside the options is data: the labeler abstains
             return dspy.Prediction(answer=None, probs=None, raw=str(exc.lm_response)[:200])
@@ -75,7 +106,7 @@ def question_program(question: str, options: list[str]) -> ClosedChoice:
 def prompt_chars(program: ClosedChoice, text: str) -> int:
     """Characters of the exact messages the JSON adapter would send for this text."""
     inputs = {**program.fixed_inputs, "text": text}
-    messages = CompactJSONAdapter().format(program.predict.signature, demos=[], inputs=inputs)
+    messages = program.adapter.format(program.predict.signature, demos=[], inputs=inputs)
     return sum(len(m["content"]) for m in messages)
 
 
@@ -89,9 +120,9 @@ def _tokens(logprobs) -> list[dict]:
 def option_probabilities(logprobs, field: str, options: list[str]) -> dict[str, float] | None:
     """Distribution over ``options`` read from the tokens where the JSON value of ``field`` starts.
 
-    Each alternative token at that position is credited to the options it is a prefix of (split
-    evenly when several share it); the result is renormalised. Returns None when the log-probs do
-    not cover the value (no log-probs, or no alternative matched any option).
+    Each alternative token at that position is credited to the option it spells exactly, else to
+    the options it is a prefix of (split evenly when several share it); the result is renormalised.
+    Returns None when the log-probs do not cover the value (no log-probs, or no alternative matched any option).
 
     >>> toks = [{"token": '{"answer": "', "logprob": 0.0, "top_logprobs": []},
     ...         {"token": "yes", "logprob": -0.2, "top_logprobs": [{"token": "yes", "logprob": -0.2},
@@ -119,7 +150,8 @@ def option_probabilities(logprobs, field: str, options: list[str]) -> dict[str, 
         if not piece.startswith(head):
             continue
         piece = piece[len(head):].rstrip('"').lower()
-        hits = [o for o in options if piece and o.lower().startswith(piece)]
+        exact = [o for o in options if o.lower() == piece]  # "spam" is spam's, not also "spammy"'s
+        hits = exact or [o for o in options if piece and o.lower().startswith(piece)]
         for option in hits:
             mass[option] += math.exp(alt["logprob"]) / len(hits)
     total = sum(mass.values())

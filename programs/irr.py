@@ -27,7 +27,7 @@ import pydantic
 from dspy.utils.exceptions import AdapterParseError
 from pydantic import Field
 
-from labelloop.programs.choice import TOP_LOGPROBS, CompactJSONAdapter, option_probabilities
+from labelloop.programs.choice import TOP_LOGPROBS, ChoiceAdapter, CompactJSONAdapter, option_probabilities
 from labelloop.programs.errors import ConfigError
 from labelloop.programs.retrieval import LabelIndex
 from labelloop.programs.signatures import closed
@@ -216,7 +216,7 @@ class InferRetrieveRank(dspy.Module):
         letters = list(LETTERS[: len(names)])
         # the saved signature (instructions, demos' fields), its letters cut to this record's candidates
         signature = closed(self.pick.signature, "letter", letters)
-        context = {"adapter": CompactJSONAdapter()} | ({"lm": self.rank_lm} if self.rank_lm is not None else {})
+        context = {"adapter": ChoiceAdapter()} | ({"lm": self.rank_lm} if self.rank_lm is not None else {})
         try:
             with dspy.context(**context):
                 pred = self.pick(text=text, options=lettered(names), signature=signature,

@@ -177,11 +177,46 @@ class ThreadPicker:
         return max(1, min(self.cores, self.cores - int(others + 0.5)))
 
 
+def closed_choice(schema: dict) -> tuple[str, list[str]] | None:
+    """``(field, options)`` when a JSON schema asks for one object with one string field out of fixed options.
+
+    Such an answer is decided by the model's scores for the options, read where the value starts;
+    anything else (several fields, free text, options that JSON would escape) returns None.
+
+    >>> closed_choice({"type": "object", "properties": {"label": {"type": "string", "enum": ["spam", "ham"]}},
+    ...                "required": ["label"]})
+    ('label', ['spam', 'ham'])
+    """
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    if schema.get("type") != "object" or not isinstance(properties, dict) or len(properties) != 1:
+        return None
+    ((field, spec),) = properties.items()
+    options = spec.get("enum") if isinstance(spec, dict) else None
+    if list(schema.get("required") or []) != [field] or spec.get("type", "string") != "string" or not options:
+        return None
+    plain = lambda value: isinstance(value, str) and value != "" and json.dumps(value)[1:-1] == value  # noqa: E731
+    if not plain(field) or not all(plain(o) for o in options) or len(set(options)) != len(options):
+        return None
+    return field, list(options)
+
+
+def _next_logp(llama) -> np.ndarray:
+    """Log-probabilities of the next token after the last one evaluated."""
+    logits = np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(llama.n_vocab(),)).astype(np.float64)
+    return logits - np.logaddexp.reduce(logits)
+
+
 class LlamaCppEngine:
     """A DSPy engine that runs a GGUF model in process with llama.cpp.
 
     A requested JSON schema becomes a llama.cpp grammar, so every answer parses; token
     log-probabilities come back when asked for, which the programs turn into answer probabilities.
+
+    A closed choice (``closed_choice``: one field, fixed options, temperature 0) is not generated
+    token by token: the prompt and the answer's opening (``{"label": "``) are evaluated in one batch
+    and the options are scored from the logits at the value's first position, with one more step
+    only where several options share their first tokens. Each option's probability is what
+    grammar-constrained decoding would give its tokens; the answer is the most probable option.
     """
 
     supports_response_schema = True
@@ -196,6 +231,7 @@ class LlamaCppEngine:
         self._slots: OrderedDict[str, object] = OrderedDict()  # system prompt -> its llama.cpp context
         self._grammars: dict[str, object] = {}
         self._lock = threading.Lock()  # one llama.cpp context is not thread-safe
+        self._formatter = None  # the model's chat template, for closed choices (None: not read yet; False: none)
 
     def __deepcopy__(self, memo):  # one loaded model per process: copies of a program share it
         return self
@@ -258,10 +294,13 @@ class LlamaCppEngine:
             # processor sees the raw distribution at each generated position instead.
             kwargs["logits_processor"] = [_TopLogprobRecorder(steps, max(1, config.logprobs))]
         messages = _request_messages(request)
+        choice = closed_choice(fmt.get("schema") or {}) if fmt.get("type") == "json_schema" else None
         with self._lock:
             llama = self._context_for(messages)
             if self._threads is not None:
                 self._set_threads(llama, self._threads())
+            if choice is not None and not config.temperature and self._chat_formatter(llama):
+                return self._choose(llama, messages, *choice, logprobs=config.logprobs is not None)
             out = llama.create_chat_completion(messages=messages, **kwargs)
             logprobs = self._token_logprobs(llama, steps) if steps else None
         choice = out["choices"][0]
@@ -274,6 +313,86 @@ class LlamaCppEngine:
             usage=Usage(input_tokens=usage.get("prompt_tokens"), output_tokens=usage.get("completion_tokens")),
             logprobs=logprobs,
         )
+
+    def _chat_formatter(self, llama):
+        """The model's own chat template (as ``create_chat_completion`` applies it), or None without one."""
+        if self._formatter is None:
+            from llama_cpp import llama_chat_format
+
+            template = llama.metadata.get("tokenizer.chat_template")
+            if llama.chat_handler is not None or llama.chat_format != "chat_template.default" or not template:
+                self._formatter = False
+            else:
+                token = lambda i: llama._model.token_get_text(i) if i != -1 else ""  # noqa: E731
+                self._formatter = llama_chat_format.Jinja2ChatFormatter(
+                    template=template, eos_token=token(llama.token_eos()), bos_token=token(llama.token_bos()),
+                    stop_token_ids=[llama.token_eos()])
+        return self._formatter or None
+
+    def prompt_tokens(self, llama, messages: list[dict]) -> list[int]:
+        """The tokens ``create_chat_completion`` would evaluate for these messages."""
+        result = self._chat_formatter(llama)(messages=messages)
+        return llama.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+
+    @staticmethod
+    def _eval(llama, tokens: list[int]) -> np.ndarray:
+        """Evaluate ``tokens`` after the longest prefix already in the KV cache; the log-probs of the next token."""
+        if len(tokens) >= llama.n_ctx():
+            raise ValueError(f"Requested tokens ({len(tokens)}) exceed context window of {llama.n_ctx()}")
+        cached = llama.input_ids[: min(llama.n_tokens, len(tokens) - 1)]
+        differ = np.flatnonzero(cached != np.asarray(tokens[: len(cached)]))
+        llama.n_tokens = int(differ[0]) if len(differ) else len(cached)
+        llama.eval(tokens[llama.n_tokens:])
+        return _next_logp(llama)
+
+    def _choose(self, llama, messages: list[dict], field: str, options: list[str], logprobs: bool) -> Response:
+        head = json.dumps({field: ""}, separators=(",", ":"))[:-2]  # '{"label":"', as the model writes it under the grammar
+        prompt = self.prompt_tokens(llama, messages)
+        tokens = prompt + llama.tokenize(head.encode(), add_bos=False, special=False)
+        try:
+            first = self._eval(llama, tokens)
+            ids = {o: llama.tokenize(o.encode(), add_bos=False, special=False) for o in options}
+            ends = sorted({llama.tokenize(end.encode(), add_bos=False, special=False)[0] for end in ('"', '"}')})
+            scores = self._score_options(llama, ids, 0, first, ends)
+        finally:  # later calls reuse the prompt's KV state, and re-evaluate before sampling from it
+            llama.n_tokens = min(llama.n_tokens, len(tokens))
+            llama._requires_eval = True
+        answer = max(options, key=lambda o: scores[o])  # ties: the first option
+        result = None
+        if logprobs:
+            top = tuple(TopLogprob(token=o, logprob=scores[o]) for o in sorted(options, key=lambda o: -scores[o]))
+            result = (TokenLogprob(token=head, logprob=0.0, top=()), TokenLogprob(token=answer, logprob=scores[answer], top=top),
+                      TokenLogprob(token='"}', logprob=0.0, top=()))
+        return Response(id=None, model=self.model_path, message=Message.assistant([TextPart(json.dumps({field: answer}))]),
+                        finish_reason="stop", usage=Usage(input_tokens=len(tokens), output_tokens=0), logprobs=result)
+
+    def _score_options(self, llama, ids: dict[str, list[int]], depth: int, logp: np.ndarray, ends: list[int]) -> dict[str, float]:
+        """Log-probability of each option whose first ``depth`` tokens were just evaluated, as constrained decoding gives it.
+
+        At each position only the tokens that continue some option (and the closing quote, for an
+        option that ends here) are allowed, so their probabilities are renormalised over those.
+        """
+        groups: dict[int, list[str]] = {}
+        ended = [o for o, t in ids.items() if len(t) == depth]
+        for option, t in ids.items():
+            if len(t) > depth:
+                groups.setdefault(t[depth], []).append(option)
+        allowed = {token: float(logp[token]) for token in groups}
+        end = float(np.logaddexp.reduce(logp[ends])) if ended else None
+        norm = float(np.logaddexp.reduce(list(allowed.values()) + ([end] if ended else [])))
+        scores = dict.fromkeys(ended, (end - norm) if ended else 0.0)
+        position = llama.n_tokens
+        for token, group in groups.items():
+            share = allowed[token] - norm
+            if len(group) == 1:  # the grammar forces the rest of a lone option
+                scores[group[0]] = share
+                continue
+            llama.n_tokens = position
+            llama.eval([token])
+            deeper = self._score_options(llama, {o: ids[o] for o in group}, depth + 1, _next_logp(llama), ends)
+            scores.update({o: share + lp for o, lp in deeper.items()})
+        llama.n_tokens = position
+        return scores
 
     def _token_logprobs(self, llama, steps) -> tuple[TokenLogprob, ...]:
         ids = llama.input_ids

@@ -48,3 +48,46 @@ def test_yes_no_question_probabilities_separate_records(local_lm):
         money = program(text=RECORDS[0][0]).probs["yes"]
         login = program(text=RECORDS[3][0]).probs["yes"]
     assert money > login
+
+
+def test_closed_choice_scored_from_logits_agrees_with_grammar_generation(local_lm):
+    """The fast path (options scored at the answer's first position) against generating the JSON under its grammar."""
+    program = zero_shot_program(LABELS, DESCS)
+    engine = local_lm.engine
+    texts = [text for text, _ in RECORDS[:4]]
+    with dspy.context(lm=local_lm):
+        fast = [program(text=text) for text in texts]
+        engine._formatter = False  # no chat template read: every call generates under the grammar
+        try:
+            slow = [program(text=text) for text in texts]
+        finally:
+            engine._formatter = None
+    for f, s in zip(fast, slow):
+        assert f.answer == s.answer
+        for label in LABELS:  # the grammar path sees only its top log-probs: compare where both have mass
+            if s.probs[label] > 0.02:
+                assert abs(f.probs[label] - s.probs[label]) < 0.05, (f.probs, s.probs)
+
+
+def test_closed_choice_prompt_tokens_are_the_chat_completions(local_lm):
+    from labelloop.programs.choice import CompactJSONAdapter
+
+    engine = local_lm.engine
+    program = question_program("Is it about money?", ["yes", "no"])
+    messages = CompactJSONAdapter().format(program.predict.signature, [], {"question": "Is it about money?",
+                                                                           "text": RECORDS[0][0]})
+    llama = engine._context_for(messages)
+    llama.create_chat_completion(messages=messages, max_tokens=1)
+    tokens = engine.prompt_tokens(llama, messages)
+    assert list(llama.input_ids[: len(tokens)]) == tokens
+
+
+def test_closed_choice_options_sharing_first_tokens_are_told_apart(local_lm):
+    """Options that start alike ("no" / "not sure"; "spam" / "spammy") need steps past the first token."""
+    program = question_program("Does the text mention a refund?", ["yes", "no", "not sure", "nope"])
+    with dspy.context(lm=local_lm):
+        pred = program(text=RECORDS[0][0])
+    assert pred.answer in {"yes", "no", "not sure", "nope"}
+    assert abs(sum(pred.probs.values()) - 1) < 1e-6
+    assert pred.probs["yes"] > pred.probs["not sure"]
+    assert all(p > 0 for p in pred.probs.values())  # each option gets its own score, not a share of a prefix

@@ -79,3 +79,25 @@ def test_thread_picker_without_proc_stat_uses_every_core():
 
     picker = ThreadPicker(4, read=lambda: None, own=lambda: 0.0, ticks=100)
     assert picker() == 4 and picker() == 4
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "object", "properties": {"a": {"enum": ["x"]}, "b": {"enum": ["y"]}}, "required": ["a", "b"]},
+    {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]},
+    {"type": "object", "properties": {"label": {"type": "string", "enum": ['say "hi"', "no"]}}, "required": ["label"]},
+    {"type": "object", "properties": {"label": {"type": "string", "enum": ["", "no"]}}, "required": ["label"]},
+    {"type": "object", "properties": {"label": {"type": "string", "enum": ["x", "y"]}}, "required": []},
+    {"type": "array", "items": {"enum": ["x", "y"]}},
+])
+def test_only_a_single_field_with_plain_options_is_a_closed_choice(schema):
+    assert lm_mod.closed_choice(schema) is None
+
+
+def test_closed_choice_reads_the_schema_of_a_closed_signature():
+    import pydantic
+
+    from labelloop.programs.signatures import classify_signature
+
+    fields = {"label": (classify_signature(["ham", "spam"], ["", ""]).output_fields["label"].annotation, ...)}
+    schema = pydantic.create_model("DSPyProgramOutputs", **fields).model_json_schema()
+    assert lm_mod.closed_choice(schema) == ("label", ["ham", "spam"])
