@@ -5,15 +5,15 @@ RP@5 / RP@10; the optimizer compiles the program on a seeded handful of HOUSE va
 
     python benchmarks/esco.py                       # 100 test records, embedded model: hours cold on 2 cores
     python benchmarks/esco.py --test-size 10        # a quick look
-    python benchmarks/esco.py --dev --rank scores   # choose settings on validation records, never on test
+    python benchmarks/esco.py --dev                 # choose settings on validation records, never on test
     python benchmarks/esco.py --model openai/<name> --api-base http://host:8000/v1   # a larger model
 
 ``--dev`` scores the HOUSE validation records that are not the optimizer's training records (51 of
 61 with the default --train-size 10), so settings (``--rank``, ``--infer-k``, ``--rank-n``) are
 compared there and only the chosen ones are run on test.
 
-Writes benchmarks/results/esco_house.json (esco_house_dev.json with --dev; ``_rank-scores`` is added
-for --rank scores and ``_<model>`` for other models; --out overrides). A seeded sample of n test
+Writes benchmarks/results/esco_house.json (esco_house_dev.json with --dev; ``_rank-list`` is added
+for --rank list and ``_<model>`` for other models; --out overrides). A seeded sample of n test
 records starts with the sample of any smaller n, so a larger --test-size reuses the stored answers.
 Answers are kept in benchmarks/.cache/esco (vote store, DSPy cache, label embeddings, the optimized
 program), so a second run makes no LLM call.
@@ -101,13 +101,13 @@ def _records(test_all: list[dict], valid: list[dict], *, dev: bool, size: int, t
 
 
 def _result_name(args) -> str:
-    """esco_house[_dev][_rank-scores][_<model>].json
+    """esco_house[_dev][_rank-list][_<model>].json
 
     >>> from argparse import Namespace
-    >>> _result_name(Namespace(dev=True, rank="scores", model="openai/qwen"))
-    'esco_house_dev_rank-scores_openai_qwen.json'
+    >>> _result_name(Namespace(dev=True, rank="list", model="openai/qwen"))
+    'esco_house_dev_rank-list_openai_qwen.json'
     """
-    parts = ["esco_house"] + ["dev"] * args.dev + ([f"rank-{args.rank}"] if args.rank != "list" else [])
+    parts = ["esco_house"] + ["dev"] * args.dev + ([f"rank-{args.rank}"] if args.rank != "scores" else [])
     parts += [args.model.replace("/", "_")] if args.model != "local" else []
     return "_".join(parts) + ".json"
 
@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--rank-n", type=int, default=20, help="candidates shown to the ranker")
     parser.add_argument("--rank-k", type=int, default=5, help="labels the ranker may choose")
     parser.add_argument("--infer-k", type=int, default=8, help="the most label guesses Infer may write per chunk")
-    parser.add_argument("--rank", choices=("list", "scores"), default="list",  # labelloop.programs.irr.RANK_MODES
+    parser.add_argument("--rank", choices=("list", "scores"), default="scores",  # labelloop.programs.irr.RANK_MODES
                         help="list: the ranker writes its choices; scores: one lettered closed choice (rank-n <= 26)")
     parser.add_argument("--candidates", type=int, default=1, help="random demo sets the optimizer tries")
     parser.add_argument("--max-demos", type=int, default=2)

@@ -64,10 +64,8 @@ def measure(name: str, texts: list[str], questions: list[str], lm, block: int) -
 
     def counting(order):
         def _eval(llama, toks):  # tokens evaluated after the cached prefix, as the engine computes it
-            before = llama.n_tokens
-            out = evaluated(llama, toks)
-            tokens[order] += len(toks) - min(before, _common(llama, toks, before))
-            return out
+            tokens[order] += len(toks) - _common(llama, toks, llama.n_tokens)
+            return evaluated(llama, toks)
         return _eval
 
     seconds = {"question_first": 0.0, "record_first": 0.0}
