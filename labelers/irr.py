@@ -138,12 +138,15 @@ class IRRLabeler(LLMLabeler):
         from labelloop.programs.irr import InferLabels, PickLabel, RankLabels, chunk_text, lettered
 
         adapter, options = CompactJSONAdapter(), list(ctx.taxonomy.names[: self.rank_n])
-        rank = (RankLabels, options, adapter) if self.rank == "list" else (PickLabel, lettered(options), ChoiceAdapter())
+        if self.rank == "list":
+            rank_signature, shown, rank_adapter = RankLabels, options, adapter
+        else:
+            rank_signature, shown, rank_adapter = PickLabel, lettered(options), ChoiceAdapter()
         calls = chars = 0
         for text in texts:
             chunks = chunk_text(text, self.chunk_words)
             messages = [m for c in chunks for m in adapter.format(InferLabels, demos=[], inputs={"text": c})]
-            messages += rank[2].format(rank[0], demos=[], inputs={"text": chunks[0], "options": rank[1]})
+            messages += rank_adapter.format(rank_signature, demos=[], inputs={"text": chunks[0], "options": shown})
             calls, chars = calls + len(chunks) + 1, chars + sum(len(m["content"]) for m in messages)
         return calls, chars
 

@@ -213,7 +213,7 @@ class LlamaCppEngine:
     log-probabilities come back when asked for, which the programs turn into answer probabilities.
 
     A closed choice (``closed_choice``: one field, fixed options, temperature 0) is not generated
-    token by token: the prompt and the answer's opening (``{"label": "``) are evaluated in one batch
+    token by token: the prompt and the answer's opening (``{"label":"``) are evaluated in one batch
     and the options are scored from the logits at the value's first position, with one more step
     only where several options share their first tokens. Each option's probability is what
     grammar-constrained decoding would give its tokens; the answer is the most probable option.
