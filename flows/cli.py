@@ -240,7 +240,9 @@ def bootstrap(config: Path = CONFIG,
 def predict(model: Path = typer.Argument(..., help="model.skops from a run folder"),
             data: Path = typer.Argument(..., help="CSV, JSONL or Parquet file with a text column"),
             output: Path = typer.Option(..., "--output", "-o", help="where to write predictions (.csv/.jsonl/.parquet)"),
-            id_column: str = typer.Option("id", "--id"), text_column: str = typer.Option("text", "--text")):
+            id_column: str = typer.Option("id", "--id"), text_column: str = typer.Option("text", "--text"),
+            threshold: float = typer.Option(None, help="abstain below this confidence (default: the run's, chosen on "
+                                                       "dev; 0 never abstains)")):
     """Label a file with a trained student."""
     from labelloop.flows.config import DataSpec
     from labelloop.flows.io import read_records, write_frame
@@ -248,7 +250,7 @@ def predict(model: Path = typer.Argument(..., help="model.skops from a run folde
 
     def _predict():
         records = read_records(DataSpec(path=data, id=id_column, text=text_column))
-        return write_frame(output, predict_records(model, records))
+        return write_frame(output, predict_records(model, records, threshold=threshold))
 
     out = _guard(_predict)
     console.print(f"[bold green]wrote[/] {out}")

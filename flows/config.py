@@ -51,8 +51,27 @@ class TaxonomyLabel(_Strict):
     description: str = ""
 
 
+class AbstainSpec(_Strict):
+    """`student.abstain:` the student answers only when sure enough; the threshold is chosen on the gold dev records.
+
+    Exactly one of ``precision`` (the answered dev records reach it) and ``coverage`` (that share of
+    them is answered). Multi-label students tune one threshold per label on dev instead.
+    """
+
+    precision: float | None = Field(None, gt=0, le=1)
+    coverage: float | None = Field(None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_target(self):
+        if (self.precision is None) == (self.coverage is None):
+            raise ValueError("give exactly one of precision (e.g. 0.95) and coverage (e.g. 0.9)")
+        return self
+
+
 class StudentSpec(_Strict):
     features: Literal[FEATURES] = "tfidf+embeddings"
+    calibrate: bool = True  # fit a temperature on the gold dev records when it lowers their log-loss
+    abstain: AbstainSpec | None = None  # None: always answer
     max_features: int = 50_000
     C: float = 4.0
     min_confidence: float = Field(0.0, ge=0, le=1)

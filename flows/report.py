@@ -67,19 +67,65 @@ def render_report(name: str, metrics: dict, summary: pd.DataFrame, label_counts:
     )
 
 
+def _calibration_lines(cal: dict, multilabel: bool) -> str:
+    """What the model card says about confidence: calibration error and the abstain rule, as measured."""
+    if not cal:
+        return "- calibration: not measured (no gold dev records)\n"
+    if multilabel:
+        lines = f"- decision: one threshold per label, the best F1 on the gold dev records ({cal['thresholds']})\n"
+        for split in ("dev", "test"):
+            if split in cal:
+                c = cal[split]
+                lines += (f"- {split}: micro F1 {c['micro_f1']} at the thresholds ({c['micro_f1_at_0.5']} at 0.5); "
+                          f"expected calibration error of the (record, label) probabilities {c['ece']}; "
+                          f"{c['coverage']:.1%} of records get a label\n")
+        return lines
+    lines = (f"- temperature {cal['temperature']} fitted on the gold dev records by log-loss"
+             f"{' (1.0: none helped)' if cal['temperature'] == 1.0 else ''}\n")
+    if cal.get("target"):
+        target = ", ".join(f"{k} {v}" for k, v in cal["target"].items())
+        lines += (f"- abstains below confidence {cal['threshold']} (chosen on dev for {target}); "
+                  "predictions still carry the label, with `abstain: true`\n")
+    else:
+        lines += "- never abstains (set `student.abstain: {precision: ..}` or `{coverage: ..}` to let it)\n"
+    for split in ("dev", "test"):
+        if split in cal:
+            c = cal[split]
+            precision = "n/a" if c["precision"] is None else f"{c['precision']:.3f}"
+            lines += (f"- {split} ({c['n']} gold records): expected calibration error {c['ece']} ({c['ece_raw']} "
+                      f"before the temperature); answers {c['coverage']:.1%} of records, {precision} of them right\n")
+    return lines
+
+
 def render_model_card(name: str, labels, metrics: dict, labelers: list[str]) -> str:
-    test = metrics["scores"].get("test", {}).get("student", {})
+    """The run's model card: what the student is, what it learned from, how good and how sure it is, and its limits."""
     multilabel = metrics.get("task") == "multilabel"
-    quality = (f"- test micro F1: {test.get('micro_f1', 'n/a')}, RP@5: {test.get('rp5', 'n/a')} (n={test.get('n', 0)})"
-               if multilabel else f"- test accuracy: {test.get('accuracy', 'n/a')} (n={test.get('n', 0)})")
-    kind = "one logistic regression per label (multi-label)" if multilabel else "A logistic regression text classifier"
+    kind = ("One logistic regression per label (multi-label)" if multilabel
+            else "A class-balanced logistic regression text classifier")
+    rows = [{"split": split, **vals["student"]} for split, vals in metrics["scores"].items() if "student" in vals]
+    teacher = [{"split": split, "method": method, **vals} for split, by in metrics["scores"].items()
+               for method, vals in by.items() if method.endswith("_llm")]
     return (
         f"# Model card: {name}\n\n"
-        f"{kind} on {metrics['features']} features, trained by labelloop on "
-        "probabilistic labels from a label model over weak labelers; no hand labels were used for training.\n\n"
-        f"- labels: {', '.join(labels)}\n- labelers: {', '.join(labelers)}\n"
-        f"- training records: {metrics['n_train']}\n- LLM: `{metrics['model']}`\n"
-        f"{quality}\n\n"
-        "Load it with `labelloop predict` or `labelloop.predict` (skops, no pickle). "
-        "Inputs are short texts like the training data; expect lower accuracy on other domains.\n"
+        f"{kind} on {metrics['features']} features, trained by labelloop on probabilistic labels from a "
+        f"{metrics['label_model']} label model over weak labelers; no hand labels were used "
+        "for training. Gold records served only to calibrate, choose thresholds and score.\n\n"
+        "## Data\n\n"
+        f"- training records: {metrics['n_train']}, {metrics['coverage']:.1%} of them with at least one vote\n"
+        f"- training data SHA-256 (sorted text hashes): `{metrics.get('training_data_sha256', 'n/a')}`\n"
+        f"- labels: {', '.join(labels)}\n\n"
+        "## Labelers and label model\n\n"
+        f"- labelers: {', '.join(labelers)}\n- LLM (teacher): `{metrics['model']}`\n"
+        f"- label model: {metrics['label_model']}\n\n"
+        f"## Scores on gold records\n\n{_table(rows)}\n"
+        f"Asking the LLM directly, on the same records:\n\n{_table(teacher)}\n"
+        f"## Confidence\n\n{_calibration_lines(metrics.get('calibration') or {}, multilabel)}\n"
+        "## Use\n\n"
+        "- intended use: labelling texts like the training records, in bulk or behind an endpoint "
+        "(`labelloop predict`, `labelloop serve`, `labelloop.predict`); the file is skops (no pickle) and is refused "
+        f"if its SHA-256 differs from `{metrics.get('model_sha256', 'n/a')}`\n"
+        "- limits: the labels are only as good as the weak labelers and the label model; expect lower accuracy on "
+        "other domains, languages or text lengths than the training records, and on labels with few votes; the "
+        "scores above come from a small gold sample and carry its sampling error; route predictions with "
+        "`abstain: true` to a person\n"
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 from labelloop.flows.config import config_to_yaml
 from labelloop.flows.io import atomic_path, write_frame, write_json, write_text
 from labelloop.flows.label_dataset import LabelingResult, label_dataset
-from labelloop.flows.predict import load_student, save_student
+from labelloop.flows.predict import file_sha256, load_student, save_student
 from labelloop.flows.project import Project
 from labelloop.flows.report import render_model_card, render_report
 from labelloop.flows.store import text_hash
@@ -36,6 +36,19 @@ def evaluate(project: Project, result: LabelingResult, model, majority, student)
                   if (P := lf.direct_scores(votes.answers[lf.name], taxonomy)) is not None}
         out[split] = task.evaluate(gold, votes.votes, votes.texts, model, majority, student, direct, taxonomy.names)
     return out
+
+
+def _gold(project: Project, result: LabelingResult, split: str) -> tuple[list[str], list] | None:
+    """(texts, gold labels) of a gold split, or None."""
+    gold = project.gold(split)
+    return None if gold is None else (result.splits[split].texts, gold)
+
+
+def training_data_hash(texts: list[str]) -> str:
+    """SHA-256 over the sorted hashes of the training texts: the same records in any order give the same hash."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(text_hash(t) for t in texts)).encode()).hexdigest()
 
 
 def require_stored(project: Project) -> None:
@@ -163,6 +176,10 @@ def run_project(project: Project, *, train: bool = True, lm=None, show_progress:
                     "failed": result.failed, "truncated": result.truncated},
         "scores": evaluate(project, result, model, majority, student),
     }
+    if student is not None:
+        metrics["calibration"] = task.calibrate(student, names, cfg.student, _gold(project, result, "dev"),
+                                                _gold(project, result, "test"))
+        metrics["training_data_sha256"] = training_data_hash(train_votes.texts)
     if result.budget is not None:
         metrics["llm_budget"] = result.budget.to_dict()
     run_dir = new_run_dir(cfg)
@@ -180,6 +197,7 @@ def run_project(project: Project, *, train: bool = True, lm=None, show_progress:
     elif student is not None:
         save_student(student, run_dir / "model.skops")
     if student is not None:
+        metrics["model_sha256"] = file_sha256(run_dir / "model.skops")
         write_text(run_dir / "model_card.md", render_model_card(cfg.name, names, metrics, result.names))
     metrics["wall_s"] = time.time() - started
     write_json(run_dir / "metrics.json", metrics)

@@ -121,10 +121,14 @@ def fit_student(texts: list[str], P: np.ndarray, *, min_confidence: float = 0.0,
     return student
 
 
-def predict_proba_full(student: Pipeline, texts: list[str], cardinality: int) -> np.ndarray:
-    """(n, cardinality) probabilities, with zeros for classes the student never saw."""
+def predict_proba_full(student: Pipeline, texts: list[str], cardinality: int, temperature: float = 1.0) -> np.ndarray:
+    """(n, cardinality) probabilities, with zeros for classes the student never saw; ``temperature`` rescales
+    the probabilities of the classes it saw (``labelloop.labelers.calibration.with_temperature``)."""
+    from labelloop.labelers.calibration import with_temperature
+
     out = np.zeros((len(texts), cardinality))
-    out[:, student.classes_] = student.predict_proba(texts)
+    P = student.predict_proba(texts)
+    out[:, student.classes_] = P if temperature == 1.0 else with_temperature(P, temperature)
     return out
 
 

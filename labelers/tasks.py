@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from labelloop.labelers import budget
+from labelloop.labelers import calibration as cal
 from labelloop.labelers.analysis import lf_summary, scores
 from labelloop.labelers.base import single_label_votes
 from labelloop.labelers.label_model import estimate_class_balance, make_label_model
@@ -123,10 +124,40 @@ class MultiClass:
     def model_info(self, model) -> dict:
         return {}
 
-    def predictions(self, student, texts: list[str], names) -> dict:
-        """Columns of a prediction frame: the student's label for each text and its probability."""
-        proba = student.predict_proba(texts)
-        return {"label": [names[i] for i in student.classes_[proba.argmax(axis=1)]], "confidence": proba.max(axis=1)}
+    def calibrate(self, student, names, spec, dev: tuple | None, test: tuple | None) -> dict:
+        """The student's temperature and abstain threshold, fitted on gold dev ``(texts, gold)``, scored on dev and test.
+
+        Returns:
+            ``temperature`` (1.0: none), ``threshold`` (the confidence a prediction needs; 0.0:
+            always answer), and per gold split the calibration error before (``ece_raw``) and after
+            (``ece``) the temperature, with the share answered and their accuracy at the threshold.
+        """
+        k, out = len(names), {"temperature": 1.0, "threshold": 0.0, "target": None}
+        if dev is None or not len(dev[1]):
+            return out
+        P, y = predict_proba_full(student, dev[0], k), np.asarray(dev[1], dtype=int)
+        if spec.calibrate:
+            out["temperature"] = round(cal.fit_temperature(P, y), 4)
+        if spec.abstain is not None:
+            Pc = predict_proba_full(student, dev[0], k, out["temperature"])
+            out["target"] = spec.abstain.model_dump(exclude_none=True)
+            out["threshold"] = round(cal.abstain_threshold(Pc.max(axis=1), Pc.argmax(axis=1) == y,
+                                                           **out["target"]), 4)
+        for split, gold in (("dev", dev), ("test", test)):
+            if gold is None or not len(gold[1]):
+                continue
+            raw, y = predict_proba_full(student, gold[0], k), np.asarray(gold[1], dtype=int)
+            P = raw if out["temperature"] == 1.0 else predict_proba_full(student, gold[0], k, out["temperature"])
+            out[split] = {"ece_raw": round(cal.ece(raw, y), 4), "ece": round(cal.ece(P, y), 4),
+                          **cal.abstain_scores(P, y, out["threshold"])}
+        return out
+
+    def predictions(self, P: np.ndarray, names, threshold) -> dict:
+        """Columns of a prediction frame from (n, k) probabilities: the label, its probability, and
+        ``abstain`` (True: the probability is under ``threshold``; the label is still given)."""
+        confidence = P.max(axis=1)
+        return {"label": [names[i] for i in P.argmax(axis=1)], "confidence": confidence,
+                "abstain": confidence < (threshold or 0.0)}
 
 
 class MultiLabel:
@@ -210,11 +241,39 @@ class MultiLabel:
     def model_info(self, model) -> dict:
         return {"labels_with_snorkel": model.labels_with_snorkel}
 
-    def predictions(self, student, texts: list[str], names) -> dict:
-        """The labels with probability >= 0.5 for each text, the most probable one, and its probability."""
-        proba = student.predict_proba(texts)
-        return {"labels": [[names[j] for j in np.flatnonzero(row >= 0.5)] for row in proba],
-                "top_label": [names[j] for j in proba.argmax(axis=1)], "confidence": proba.max(axis=1)}
+    def calibrate(self, student, names, spec, dev: tuple | None, test: tuple | None) -> dict:
+        """One threshold per label, the one with the best F1 on gold dev ``(texts, gold)``; scored on dev and test.
+
+        Returns:
+            ``thresholds`` (per label, in the taxonomy's order; 0.5 without gold dev records) and per
+            gold split the micro F1 at 0.5 and at the thresholds, the calibration error of the
+            (record, label) probabilities, and the share of records given at least one label.
+        """
+        k = len(names)
+        out = {"thresholds": [0.5] * k, "target": "best F1 per label on dev"}
+        if dev is None or not len(dev[1]):
+            return out
+        if spec.abstain is not None or spec.calibrate:
+            out["thresholds"] = [round(float(t), 4) for t in
+                                 cal.label_thresholds(student.predict_proba(dev[0]), gold_matrix(dev[1], k))]
+        for split, gold in (("dev", dev), ("test", test)):
+            if gold is None or not len(gold[1]):
+                continue
+            P, Y = student.predict_proba(gold[0]), gold_matrix(gold[1], k)
+            flat = np.stack([1 - P.ravel(), P.ravel()], axis=1)
+            out[split] = {"micro_f1_at_0.5": multilabel_scores(Y, P, names)["micro_f1"],
+                          "micro_f1": multilabel_scores(Y, P, names, np.array(out["thresholds"]))["micro_f1"],
+                          "ece": round(cal.ece(flat, Y.ravel().astype(int)), 4),
+                          "coverage": float((P >= np.array(out["thresholds"])).any(axis=1).mean())}
+        return out
+
+    def predictions(self, P: np.ndarray, names, thresholds) -> dict:
+        """The labels at or above their thresholds for each text, the most probable one, its probability, and
+        ``abstain`` (True: no label reaches its threshold)."""
+        chosen = P >= np.asarray(0.5 if thresholds is None else thresholds)
+        return {"labels": [[names[j] for j in np.flatnonzero(row)] for row in chosen],
+                "top_label": [names[j] for j in P.argmax(axis=1)], "confidence": P.max(axis=1),
+                "abstain": ~chosen.any(axis=1)}
 
 
 TASKS = {task.name: task for task in (MultiClass(), MultiLabel())}

@@ -63,3 +63,35 @@ def fake_lm(monkeypatch):
     lm = rule_lm()
     monkeypatch.setattr("labelloop.programs.lm.make_lm", lambda *a, **k: lm)
     return lm
+
+
+def heuristic_config(**student) -> dict:
+    """The example project's records labelled by keyword and regex labelers only (no LLM): trains in seconds."""
+    return {"name": "deploy", "taxonomy": [{"name": "billing", "description": "money"},
+                                           {"name": "shipping", "description": "parcels"},
+                                           {"name": "other_topics", "description": "anything else"}],
+            "labelers": [{"type": "keywords", "name": "kw_money", "label": "billing",
+                          "words": ["refund", "charged", "invoice", "payment"]},
+                         {"type": "regex", "name": "re_parcel", "label": "shipping",
+                          "pattern": r"\b(parcel|package|deliver\w*)"},
+                         {"type": "keywords", "name": "kw_app", "label": "other_topics",
+                          "words": ["app", "login", "password", "screen"]}],
+            "label_model": "majority", "student": {"features": "tfidf", **student}}
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A run folder with a TF-IDF student that abstains below 90% dev precision (shared by the deployment tests)."""
+    import pandas as pd
+
+    import labelloop
+
+    base = tmp_path_factory.mktemp("deploy")
+    records = pd.read_json(EXAMPLE / "records.jsonl", lines=True)
+    gold = {}
+    for split in ("dev", "test"):
+        gold[split] = frame = pd.read_json(EXAMPLE / f"{split}.jsonl", lines=True)
+        frame["label"] = frame["label"].where(frame["label"].isin(["billing", "shipping"]), "other_topics")
+    project = labelloop.load_project(heuristic_config(abstain={"precision": 0.9}), base_dir=base, data=records,
+                                     gold=gold["dev"], test=gold["test"])
+    return labelloop.run(project, show_progress=False)
