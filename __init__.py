@@ -34,8 +34,11 @@ _LAZY = {
     "LabelingResult": ("labelloop.flows.label_dataset", "LabelingResult"),
     "label_dataset": ("labelloop.flows.label_dataset", "label_dataset"),
     "plan": ("labelloop.flows.plan", "plan_calls"),
+    "load_model": ("labelloop.flows.predict", "load_model"),
     "load_student": ("labelloop.flows.predict", "load_student"),
     "predict": ("labelloop.flows.predict", "predict"),
+    "predict_file": ("labelloop.flows.predict_file", "predict_file"),
+    "Student": ("labelloop.flows.predict", "Student"),
     "Project": ("labelloop.flows.project", "Project"),
     "load_project": ("labelloop.flows.project", "load_project"),
     "LabelingContext": ("labelloop.labelers.base", "LabelingContext"),
@@ -56,7 +59,8 @@ _LAZY = {
 if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from labelloop.flows.label_dataset import LabelingResult, label_dataset
     from labelloop.flows.plan import plan_calls as plan
-    from labelloop.flows.predict import load_student, predict
+    from labelloop.flows.predict import Student, load_model, load_student, predict
+    from labelloop.flows.predict_file import predict_file
     from labelloop.flows.project import Project, load_project
     from labelloop.labelers.base import LabelingContext, LLMLabeler
     from labelloop.labelers.heuristics import make_keyword_lf, make_regex_lf
@@ -85,9 +89,9 @@ def __dir__() -> list[str]:
 __all__ = [
     "ConfigError", "DataError", "IRRLabeler", "LLMLabeler", "LLMUnavailable", "LMSpec", "LabelModelWrapper",
     "LabelingContext", "LabelingResult", "LabelloopError", "MajorityVote", "ModelNotAvailable", "MultiLabelModel",
-    "NotEnoughVotes", "Project", "StateError", "TaxonomyError", "label", "label_dataset", "load_project", "load_student",
-    "make_keyword_lf", "make_label_model", "make_lm", "make_regex_lf", "plan", "predict", "prompt_labeler", "run",
-    "train", "zero_shot_labeler",
+    "NotEnoughVotes", "Project", "StateError", "Student", "TaxonomyError", "label", "label_dataset", "load_model",
+    "load_project", "load_student", "make_keyword_lf", "make_label_model", "make_lm", "make_regex_lf", "plan", "predict",
+    "predict_file", "prompt_labeler", "run", "train", "zero_shot_labeler",
 ]
 
 

@@ -242,18 +242,70 @@ def predict(model: Path = typer.Argument(..., help="model.skops from a run folde
             output: Path = typer.Option(..., "--output", "-o", help="where to write predictions (.csv/.jsonl/.parquet)"),
             id_column: str = typer.Option("id", "--id"), text_column: str = typer.Option("text", "--text"),
             threshold: float = typer.Option(None, help="abstain below this confidence (default: the run's, chosen on "
-                                                       "dev; 0 never abstains)")):
-    """Label a file with a trained student."""
-    from labelloop.flows.config import DataSpec
-    from labelloop.flows.io import read_records, write_frame
-    from labelloop.flows.predict import predict as predict_records
+                                                       "dev; 0 never abstains)"),
+            chunk_size: int = typer.Option(10_000, "--chunk-size", min=1, help="rows read, labelled and written at a time"),
+            progress: bool = typer.Option(True, help="show a progress bar")):
+    """Label a file with a trained student, streaming it chunk by chunk; rows without an id or text, and
+    repeated ids, are skipped and listed in OUTPUT.skipped.csv. OUTPUT appears only once every row is done."""
+    from labelloop.flows.predict_file import predict_file
 
     def _predict():
-        records = read_records(DataSpec(path=data, id=id_column, text=text_column))
-        return write_frame(output, predict_records(model, records, threshold=threshold))
+        try:
+            return predict_file(model, data, output, id_column=id_column, text_column=text_column, threshold=threshold,
+                                chunk_size=chunk_size, show_progress=progress)
+        except KeyboardInterrupt:  # before _guard's message, which speaks of stored LLM answers
+            console.print(f"[bold red]interrupted:[/] nothing was written to {escape(str(output))}")
+            raise typer.Exit(130) from None
 
-    out = _guard(_predict)
-    console.print(f"[bold green]wrote[/] {out}")
+    summary = _guard(_predict)
+    console.print(f"[bold green]wrote[/] {summary['rows_written']:,} predictions to {escape(summary['output'])} "
+                  f"({summary['rows_in']:,} rows read, {summary['rows_per_s'] or 0:,.0f} rows/s)", soft_wrap=True)
+    if summary["skipped"]:
+        reasons = ", ".join(f"{reason} {n:,}" for reason, n in summary["skipped"].items())
+        console.print(f"[yellow]skipped[/] {sum(summary['skipped'].values()):,} rows ({reasons}); listed in "
+                      f"{escape(summary['skipped_report'])}", soft_wrap=True)
+
+
+@app.command()
+def serve(model: Path = typer.Argument(..., help="a run folder, or the model.skops inside one"),
+          host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every interface)"),
+          port: int = typer.Option(8000, help="port to listen on"),
+          max_batch: int = typer.Option(None, min=1, help="most texts in one request  [default: 256]"),
+          max_text_chars: int = typer.Option(None, min=1, help="most characters in one text  [default: 20000]"),
+          max_body_bytes: int = typer.Option(None, min=1, help="largest request body in bytes  [default: 4 MiB]"),
+          workers: int = typer.Option(1, min=1, help="server processes (each loads the model)")):
+    """Serve a trained student over HTTP: POST /predict, GET /health, GET /metadata; Ctrl-C stops it."""
+    from labelloop.flows.serve import make_app, run_server, server_url
+
+    limits = {name: value for name, value in (("max_batch", max_batch), ("max_text_chars", max_text_chars),
+                                               ("max_body_bytes", max_body_bytes)) if value is not None}
+    application = _guard(make_app, model, **limits)  # a bad model file stops here, in one line
+    url = server_url(host, port)
+    console.print(f"[bold green]serving[/] {escape(str(model))} ({application.state.student.task.name}, "
+                  f"{len(application.state.student.labels)} labels) on {url}  |  POST {url}/predict", soft_wrap=True)
+    console.print(f"  docs: {url}/docs  |  Ctrl-C stops serving", soft_wrap=True)
+    _guard(run_server, application, model, host=host, port=port, workers=workers, **limits)
+
+
+@app.command()
+def export(run_dir: Path = typer.Argument(..., help="a run folder, or the model.skops inside one"),
+           fmt: str = typer.Option("onnx", "--format", help="onnx (the only format)"),
+           output: Path = typer.Option(None, "--output", "-o", help="file to write (default: model.onnx in the run folder)"),
+           min_agreement: float = typer.Option(0.99, help="refuse unless the export picks the scikit-learn student's "
+                                                          "label on at least this share of the run's dev and test texts"),
+           force: bool = typer.Option(False, "--force", help="write the file even below --min-agreement")):
+    """Export a run's student (multi-class, features tfidf) to ONNX, checked against the scikit-learn student first."""
+    from labelloop.flows.export import export_onnx
+
+    if fmt != "onnx":
+        _guard(_refuse, f"--format must be onnx, got {fmt!r}")
+    result = _guard(export_onnx, run_dir, output, min_agreement=min_agreement, force=force)
+    console.print(f"agreement with the scikit-learn student: {result['agreement']:.2%} of {result['n_texts']} texts, "
+                  f"largest probability difference {result['max_abs_diff']:.2g}; {result['docs_per_s_onnx']:,.0f} docs/s "
+                  f"in onnxruntime, {result['docs_per_s_sklearn']:,.0f} in scikit-learn", soft_wrap=True)
+    if result["agreement"] < min_agreement:
+        console.print(f"[bold yellow]warning:[/] below --min-agreement {min_agreement:.2%}; written because of --force")
+    console.print(f"[bold green]wrote[/] {escape(result['path'])}", soft_wrap=True)
 
 
 @app.command()

@@ -102,12 +102,14 @@ def render_model_card(name: str, labels, metrics: dict, labelers: list[str]) -> 
     multilabel = metrics.get("task") == "multilabel"
     kind = ("One logistic regression per label (multi-label)" if multilabel
             else "A class-balanced logistic regression text classifier")
+    kind = (f"{kind} on {metrics['features']} features" if metrics.get("features") != "finetune"
+            else "The MiniLM sentence encoder fine-tuned with a linear classification head (features: finetune)")
     rows = [{"split": split, **vals["student"]} for split, vals in metrics["scores"].items() if "student" in vals]
     teacher = [{"split": split, "method": method, **vals} for split, by in metrics["scores"].items()
                for method, vals in by.items() if method.endswith("_llm")]
     return (
         f"# Model card: {name}\n\n"
-        f"{kind} on {metrics['features']} features, trained by labelloop on probabilistic labels from a "
+        f"{kind}, trained by labelloop on probabilistic labels from a "
         f"{metrics['label_model']} label model over weak labelers; no hand labels were used "
         "for training. Gold records served only to calibrate, choose thresholds and score.\n\n"
         "## Data\n\n"

@@ -53,6 +53,9 @@ def test_multilabel_run_end_to_end_then_optimize(multilabel_project, fake_lm):
     summary = pd.read_csv(run_dir / "lf_summary.csv").set_index("labeler")
     assert {"dev_precision", "dev_recall", "labels_per_record"} <= set(summary.columns)
     assert "rp5" in (run_dir / "report.md").read_text()
+    cal = metrics["calibration"]  # one threshold per label, tuned on dev, never worse than 0.5 there
+    assert len(cal["thresholds"]) == len(metrics["labels"]) and all(0 < t < 1 for t in cal["thresholds"])
+    assert cal["dev"]["micro_f1"] >= cal["dev"]["micro_f1_at_0.5"] and 0 <= cal["test"]["ece"] <= 1
     # labels a multi-label student predicts, through the CLI
     out = multilabel_project.parent / "pred.jsonl"
     result = CliRunner().invoke(app, ["predict", str(run_dir / "model.skops"), str(multilabel_project.parent / "test.jsonl"),
@@ -60,6 +63,7 @@ def test_multilabel_run_end_to_end_then_optimize(multilabel_project, fake_lm):
     assert result.exit_code == 0, result.output
     preds = [json.loads(line) for line in out.read_text().splitlines()]
     assert all(isinstance(p["labels"], list) for p in preds) and any(p["labels"] for p in preds)
+    assert all(p["abstain"] == (not p["labels"]) for p in preds)
 
     # optimize: saved, loaded by the next run under a new version, so its answers are computed afresh
     calls, before = fake_lm.engine.calls, project.llm_labelers[0].version(project.context())
