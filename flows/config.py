@@ -194,6 +194,13 @@ class ProjectConfig(_Strict):
             raise ValueError(f"labeler names must be unique; repeated: {dupes}")
         return v
 
+    @model_validator(mode="after")
+    def _student_fits_task(self):
+        if self.task == "multilabel" and self.student.features == "finetune":
+            raise ValueError("student.features: finetune trains a multi-class student only; a multilabel task needs "
+                             "tfidf, embeddings or tfidf+embeddings")
+        return self
+
 
 def _coerce_paths(raw: dict) -> dict:
     for key in ("data", "gold", "test"):

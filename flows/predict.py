@@ -25,6 +25,8 @@ TRUSTED_TYPES = {
     "sklearn.feature_extraction.text.TfidfTransformer", "builtins.str", "numpy.float64", "numpy.int64",
     "numpy.dtype", "builtins.dict", "builtins.list", "builtins.tuple", "builtins.type",
     "labelloop.labelers.student.SentenceEmbedder", "labelloop.labelers.student.SoftOneVsRest",
+    # features: finetune; its weights are float32 .npy entries (no pickle), checked against their SHA-256 on load
+    "labelloop.labelers.student.FinetunedEncoder",
 }
 # Student files written before labelloop was one package name its classes by the old top-level module.
 RENAMED_MODULES = {b'"labelers.student"': b'"labelloop.labelers.student"'}
