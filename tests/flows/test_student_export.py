@@ -34,3 +34,38 @@ def test_not_a_model_file(tmp_path):
     path.write_text("hello")
     with pytest.raises(ConfigError, match="not a skops model file"):
         load_student(path)
+
+
+def test_a_model_naming_an_unknown_embedding_package_is_refused_before_anything_is_imported(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    student = make_student("tfidf+embeddings")
+    student.set_params(features__embeddings__package="this")  # `import this` prints the Zen of Python
+    path = tmp_path / "crafted.skops"
+    sio.dump(student, path)
+    imported = []
+    real = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module", lambda name, *a, **k: imported.append(name) or real(name, *a, **k))
+    with pytest.raises(ConfigError, match="'this', not one labelloop knows"):
+        load_student(path)
+    assert "this" not in imported and "this" not in sys.modules
+
+
+def test_the_trusted_types_are_exactly_what_students_hold():
+    from labelloop.flows.predict import TRUSTED_TYPES
+
+    found = set()
+    for features in ("tfidf", "embeddings"):
+        for multilabel in (False, True):
+            found |= set(sio.get_untrusted_types(data=sio.dumps(make_student(features, multilabel=multilabel))))
+    assert sio.get_untrusted_types(data=sio.dumps(make_student("tfidf"))) == []
+    assert found | {"labelloop.labelers.student.FinetunedEncoder"} == TRUSTED_TYPES
+    assert "builtins.type" not in TRUSTED_TYPES
+
+
+def test_unknown_embedding_packages_are_never_imported():
+    from labelloop.programs.embeddings import embed
+
+    with pytest.raises(ConfigError, match="refusing to import"):
+        embed(["a text"], "this")
