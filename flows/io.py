@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,9 +36,16 @@ def _read_table(path: Path) -> pd.DataFrame:
                 if not line.strip():
                     continue
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise DataError(f"{path}, line {n}: expected one JSON object per line: {exc}") from None
+                if not isinstance(row, dict):
+                    raise DataError(f"{path}, line {n}: expected one JSON object per line, got a JSON "
+                                    f"{type(row).__name__}: {line.strip()!r:.80}")
+                for key, value in row.items():  # pandas cannot even hold a lone surrogate: name the line now
+                    if isinstance(value, str) and _SURROGATES.search(value):
+                        raise DataError(f"{path}, line {n}: {key!r}: {text_problem(value)}")
+                rows.append(row)
         return pd.DataFrame(rows)
     if suffix == ".parquet":
         return pd.read_parquet(path)
@@ -81,12 +89,38 @@ def records_frame(df: pd.DataFrame, spec: DataSpec, source: str, *, require_labe
     bad = df.index[~df["text"].map(lambda t: isinstance(t, str) and bool(t.strip()))]
     if len(bad):
         raise DataError(f"{source}: {len(bad)} record(s) have empty or non-text {spec.text!r}, e.g. id {df.loc[bad[0], 'id']!r}")
+    for column in ("id", "text"):
+        problems = df[column].map(text_problem)
+        bad = df.index[problems.notna()]
+        if len(bad):
+            raise DataError(f"{source}: {len(bad)} record(s) have a {spec.id if column == 'id' else spec.text!r} labelloop "
+                            f"cannot use, e.g. id {df.loc[bad[0], 'id']!r}: {problems[bad[0]]}")
     dupes = df["id"][df["id"].duplicated()].unique()
     if len(dupes):
         raise DataError(f"{source}: ids must be unique; {len(dupes)} repeated, e.g. {list(dupes[:3])}")
     if "label" in df.columns:
         df["label"] = _label_sets(df, spec, source) if multilabel else df["label"].astype(str)
     return df.reset_index(drop=True)
+
+
+MAX_TEXT_CHARS = 200_000  # a record's text (about 50,000 tokens): longer ones are refused, not sent into prompts
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def text_problem(text: str) -> str | None:
+    r"""Why a record's text (or id) cannot be used as it is, or None.
+
+    >>> text_problem("fine"), text_problem("a\x00b"), text_problem("\ud800")
+    (None, 'it holds a NUL character at position 1', 'it holds a lone surrogate (\\ud800) at position 0, not valid Unicode')
+    """
+    if len(text) > MAX_TEXT_CHARS:
+        return f"it is {len(text):,} characters long; at most {MAX_TEXT_CHARS:,} are accepted (split longer documents)"
+    if "\x00" in text:
+        return f"it holds a NUL character at position {text.index(chr(0))}"
+    found = _SURROGATES.search(text)
+    if found:
+        return f"it holds a lone surrogate (\\u{ord(found.group()):04x}) at position {found.start()}, not valid Unicode"
+    return None
 
 
 def _id_text(value) -> str:

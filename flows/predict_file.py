@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from labelloop.flows.io import atomic_path
+from labelloop.flows.io import atomic_path, text_problem
 from labelloop.flows.predict import Student, load_model
 from labelloop.programs.errors import DataError
 
@@ -32,6 +32,8 @@ REASONS = {
     "invalid_id": "an id that is a list or an object",
     "empty_text": "no text (absent, null, empty or blank)",
     "non_string_text": "a text that is not a string (a number, a list, ...)",
+    "unusable_id": "an id holding a NUL character or a lone surrogate (not valid Unicode)",
+    "unusable_text": "a text holding a NUL character or a lone surrogate, or longer than labelloop accepts",
     "duplicate_id": "an id already labelled earlier in the file (the first row with it is kept)",
 }
 REPORT_ROWS = 1000  # rows listed in <output>.skipped.csv; the summary counts every one
@@ -160,7 +162,7 @@ def _id_problem(value) -> str | None:
     if value is _ABSENT or value is None or (isinstance(value, float) and math.isnan(value)):
         return "missing_id"
     if isinstance(value, str):
-        return None if value.strip() else "missing_id"
+        return ("unusable_id" if text_problem(value) else None) if value.strip() else "missing_id"
     if isinstance(value, (list, tuple, dict, np.ndarray)):
         return "invalid_id"
     return None
@@ -168,7 +170,7 @@ def _id_problem(value) -> str | None:
 
 def _text_problem(value) -> str | None:
     if isinstance(value, str):
-        return None if value.strip() else "empty_text"
+        return ("unusable_text" if text_problem(value) else None) if value.strip() else "empty_text"
     if value is _ABSENT or value is None or (isinstance(value, float) and math.isnan(value)):
         return "empty_text"
     return "non_string_text"
@@ -187,7 +189,7 @@ def _shown(value):
     """An id as the report shows it: None when there was none, else text (at most 200 characters)."""
     if value is _ABSENT or value is None or (isinstance(value, float) and math.isnan(value)):
         return None
-    return _id_text(value)[:200]
+    return _id_text(value)[:200].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _write_report(path: Path, rows: list[tuple]) -> None:

@@ -132,3 +132,28 @@ def test_irr_rank_scores_needs_at_most_26_candidates(example_project):
         load_config(example_project)
     _edit(example_project, labelers=[*raw["labelers"], {"type": "irr", "rank": "scores", "rank_n": 26}])
     assert load_config(example_project).labelers[-1].rank == "scores"
+
+
+@pytest.mark.parametrize("line, expected", [
+    ('[1, 2]', r"line 2: expected one JSON object per line, got a JSON list"),
+    ('"just text"', r"line 2: expected one JSON object per line, got a JSON str"),
+    ('{"id": "b", "text": "bad \\ud800 text"}', r"lone surrogate \(\\ud800\) at position 4"),
+    ('{"id": "b", "text": "nul \\u0000 inside"}', r"NUL character at position 4"),
+    ('{"id": "b\\u0000", "text": "fine"}', r"'id' labelloop cannot use, e.g. id 'b\\x00'"),
+])
+def test_hostile_jsonl_lines_get_a_message_not_a_traceback(tmp_path, line, expected):
+    from labelloop.flows.io import read_records
+
+    path = tmp_path / "records.jsonl"
+    path.write_text('{"id": "a", "text": "fine"}\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=expected):
+        read_records(DataSpec(path=path))
+
+
+def test_a_text_longer_than_the_limit_is_refused(tmp_path):
+    from labelloop.flows.io import MAX_TEXT_CHARS, read_records
+
+    path = tmp_path / "records.csv"
+    path.write_text("id,text\na,short\nb," + "x" * (MAX_TEXT_CHARS + 1) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"id 'b': it is 200,001 characters long; at most 200,000"):
+        read_records(DataSpec(path=path))

@@ -271,3 +271,16 @@ def test_ctrl_c_on_the_command_line_says_nothing_was_written(trained_run, tmp_pa
     monkeypatch.setattr("labelloop.flows.predict_file.predict_file", interrupted)
     result = CliRunner().invoke(app, ["predict", str(trained_run), "in.csv", "-o", str(tmp_path / "out.csv")])
     assert result.exit_code == 130 and "nothing was written" in result.output and "LLM" not in result.output
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_texts_and_ids_that_are_not_valid_unicode_or_hold_nul_are_skipped(student, tmp_path, fmt):
+    lines = ['{"id": "a", "text": "refund please"}', '{"id": "b", "text": "bad \\ud800 text"}',
+             '{"id": "c", "text": "nul \\u0000 in"}', '{"id": "d\\udfff", "text": "fine"}']
+    data = tmp_path / "in.jsonl"
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    output = tmp_path / f"out.{fmt}"
+    summary = predict_file(student, data, output, show_progress=False)
+    assert summary["rows_written"] == 1 and summary["skipped"] == {"unusable_text": 2, "unusable_id": 1}
+    report = pd.read_csv(skipped_report_path(output), dtype=str)
+    assert report["id"].tolist() == ["b", "c", "d\\udfff"]  # shown escaped, never a crash on writing
