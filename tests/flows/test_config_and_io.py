@@ -157,3 +157,14 @@ def test_a_text_longer_than_the_limit_is_refused(tmp_path):
     path.write_text("id,text\na,short\nb," + "x" * (MAX_TEXT_CHARS + 1) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"id 'b': it is 200,001 characters long; at most 200,000"):
         read_records(DataSpec(path=path))
+
+
+def test_outputs_get_the_mode_a_plain_open_gives(tmp_path):
+    import os
+    import stat
+
+    from labelloop.flows.io import _UMASK, write_text
+
+    path = write_text(tmp_path / "report.md", "hello")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~_UMASK
+    assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
