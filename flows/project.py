@@ -197,12 +197,13 @@ def scaffold_project(data: Path, output: Path, labels: list[str], *, id_column: 
     from labelloop.programs.errors import StateError
 
     data, output = Path(data), Path(output)
-    if output.exists():
-        raise StateError(f"{output} already exists; refusing to overwrite it")
+    taxonomy = output.parent / f"{output.stem}_taxonomy.yaml"
+    for path in (output, taxonomy):  # an edited taxonomy is work: never write over it either
+        if path.exists():
+            raise StateError(f"{path} already exists; refusing to overwrite it (choose another --output)")
     df = read_records(DataSpec(path=data, id=id_column, text=text_column))
     if len(labels) < 2:
         raise ConfigError(f"--labels needs at least two names, got {labels}")
-    taxonomy = output.parent / f"{output.stem}_taxonomy.yaml"
     write_text(taxonomy, yaml.safe_dump({"labels": [{"name": n, "description": f"TODO: describe {n}"} for n in labels]},
                                         sort_keys=False))
     cfg = {"name": output.stem, "task": "multiclass",

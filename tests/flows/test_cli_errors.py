@@ -63,3 +63,19 @@ def test_taxonomy_error(example_project, monkeypatch):
                                   errors.StateError])
 def test_every_kind_is_a_labelloop_error(kind):
     assert issubclass(kind, errors.LabelloopError) and issubclass(errors.TaxonomyError, errors.LabelloopError)
+
+
+def test_init_writes_a_config_and_taxonomy_and_never_overwrites_either(tmp_path):
+    from tests.conftest import EXAMPLE
+
+    config = tmp_path / "project.yaml"
+    args = ["init", EXAMPLE / "records.jsonl", "--labels", "billing,shipping", "-o", config]
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    taxonomy = tmp_path / "project_taxonomy.yaml"
+    assert yaml.safe_load(config.read_text())["taxonomy"] == taxonomy.name
+    taxonomy.write_text("labels:\n- {name: billing, description: money I paid}\n- {name: shipping, description: parcels}\n")
+    _fails_in_one_line(args, "project.yaml already exists; refusing to overwrite it")
+    config.unlink()  # the config is gone, the edited taxonomy is not: still refused
+    _fails_in_one_line(args, "project_taxonomy.yaml already exists; refusing to overwrite it")
+    assert "money I paid" in taxonomy.read_text() and not config.exists()
