@@ -72,8 +72,8 @@ class StudentSpec(_Strict):
     features: Literal[FEATURES] = "tfidf+embeddings"
     calibrate: bool = True  # fit a temperature on the gold dev records when it lowers their log-loss
     abstain: AbstainSpec | None = None  # None: always answer
-    max_features: int = 50_000
-    C: float = 4.0
+    max_features: int = Field(50_000, ge=1, le=10_000_000)
+    C: float = Field(4.0, gt=0, le=1e6)
     min_confidence: float = Field(0.0, ge=0, le=1)
     # "always" trains a new student every run; "on_change" keeps the last one unless at least
     # retrain_new_fraction of the training records are new or changed since it was trained, or the
@@ -268,4 +268,9 @@ def load_config(path: Path) -> ProjectConfig:
 
 
 def config_to_yaml(cfg: ProjectConfig) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    """The config as YAML, for a run folder's snapshot; credentials in ``lm.api_base`` are redacted."""
+    from labelloop.programs.lm import redact_url
+
+    data = cfg.model_dump(mode="json")
+    data["lm"]["api_base"] = redact_url(data["lm"].get("api_base"))
+    return yaml.safe_dump(data, sort_keys=False)

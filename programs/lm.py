@@ -486,6 +486,28 @@ def model_identity(model: str) -> str:
     return model
 
 
+def redact_url(url: str | None) -> str | None:
+    """``url`` without credentials: no user or password, and query values that look like secrets masked.
+
+    >>> redact_url("https://user:s3cret@api.example.com/v1?api_key=abc&x=1")
+    'https://***@api.example.com/v1?api_key=***&x=1'
+    >>> redact_url("http://localhost:8080/v1"), redact_url(None)
+    ('http://localhost:8080/v1', None)
+    """
+    if not url:
+        return url
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    secret = ("key", "token", "secret", "password", "auth", "sig")
+    query = urlencode([(k, "***" if any(w in k.lower() for w in secret) else v)
+                       for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 class LMSpec(pydantic.BaseModel):
     """Which LM answers and how: the config's ``lm:`` block, and the one place an LM is built from it.
 
@@ -497,10 +519,10 @@ class LMSpec(pydantic.BaseModel):
 
     model: str = "local"
     api_base: str | None = None
-    temperature: float = 0.0
-    max_tokens: int = 256
+    temperature: float = pydantic.Field(0.0, ge=0, le=2)
+    max_tokens: int = pydantic.Field(256, ge=1, le=32_768)
     max_concurrency: int = pydantic.Field(1, ge=1, le=64)
-    n_threads: int | None = None
+    n_threads: int | None = pydantic.Field(None, ge=1, le=512)
     retries: int = pydantic.Field(3, ge=0, le=10)  # extra tries of an ask after a transient error (429, 5xx, timeout)
     timeout_s: float = pydantic.Field(120, gt=0)  # per request to a hosted model
 
@@ -510,7 +532,7 @@ class LMSpec(pydantic.BaseModel):
         Concurrency, threads, retries and the timeout are left out: they change how fast (or whether)
         answers come, not what they are.
         """
-        return model_identity(self.model), {"api_base": self.api_base, "max_tokens": self.max_tokens,
+        return model_identity(self.model), {"api_base": redact_url(self.api_base), "max_tokens": self.max_tokens,
                                             "temperature": self.temperature}
 
     @property

@@ -168,3 +168,33 @@ def test_outputs_get_the_mode_a_plain_open_gives(tmp_path):
     path = write_text(tmp_path / "report.md", "hello")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~_UMASK
     assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"student": {"C": 0}}, "student.C"), ({"student": {"max_features": 0}}, "student.max_features"),
+    ({"lm": {"model": "local", "temperature": -1}}, "lm.temperature"),
+    ({"lm": {"model": "local", "max_tokens": 0}}, "lm.max_tokens"),
+    ({"lm": {"model": "local", "n_threads": 0}}, "lm.n_threads"),
+])
+def test_config_values_out_of_bounds_are_refused_before_any_work(tmp_path, change, expected):
+    from tests.conftest import heuristic_config
+
+    with pytest.raises(ConfigError, match=expected.replace(".", r"\.")):
+        load_project({**heuristic_config(), **change}, base_dir=tmp_path, data=_records())
+
+
+def _records():
+    import pandas as pd
+
+    return pd.DataFrame({"id": ["a", "b"], "text": ["refund please", "where is my parcel"]})
+
+
+def test_credentials_in_api_base_are_never_written(tmp_path):
+    from labelloop.flows.config import config_to_yaml
+    from tests.conftest import heuristic_config
+
+    config = {**heuristic_config(), "lm": {"model": "openai/x", "api_base": "https://bob:hunter2@llm.example/v1?key=k9"}}
+    project = load_project(config, base_dir=tmp_path, data=_records())
+    snapshot = config_to_yaml(project.config)
+    assert "hunter2" not in snapshot and "k9" not in snapshot and "llm.example/v1" in snapshot
+    assert "hunter2" not in json.dumps(project.config.lm.key())
