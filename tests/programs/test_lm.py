@@ -101,3 +101,43 @@ def test_closed_choice_reads_the_schema_of_a_closed_signature():
     fields = {"label": (classify_signature(["ham", "spam"], ["", ""]).output_fields["label"].annotation, ...)}
     schema = pydantic.create_model("DSPyProgramOutputs", **fields).model_json_schema()
     assert lm_mod.closed_choice(schema) == ("label", ["ham", "spam"])
+
+
+def test_an_assembled_model_changed_on_disk_is_checked_again_and_rebuilt(tmp_path, monkeypatch):
+    import os
+
+    _fake_model(tmp_path, monkeypatch, [b"GGUF-a", b"-b"])
+    path = embedded_model_path("fake", cache_dir=tmp_path / "cache")
+    hashed = []
+    real = lm_mod._sha256
+    monkeypatch.setattr(lm_mod, "_sha256", lambda p: hashed.append(p) or real(p))
+    assert embedded_model_path("fake", cache_dir=tmp_path / "cache") == path and hashed == []  # digest remembered
+    path.write_bytes(b"EVIL-a-b")
+    os.utime(path, ns=(1, 1))
+    assert embedded_model_path("fake", cache_dir=tmp_path / "cache").read_bytes() == b"GGUF-a-b"
+    assert hashed  # the changed file was hashed, found wrong, and assembled again
+
+
+def test_a_gguf_file_is_known_by_its_content_not_its_path(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv("LABELLOOP_MODEL_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"weights one")
+    first = lm_mod.model_identity(str(model))
+    assert first.startswith("m.gguf@") and lm_mod.model_identity(str(model)) == first
+    model.write_bytes(b"weights two")  # another file at the same path
+    os.utime(model, ns=(2, 2))
+    assert lm_mod.model_identity(str(model)) != first
+    moved = tmp_path / "elsewhere" / "m.gguf"
+    moved.parent.mkdir()
+    moved.write_bytes(b"weights one")
+    assert lm_mod.model_identity(str(moved)) == first  # the same weights moved: the same model
+
+
+def test_a_relative_gguf_path_resolves_against_the_config_folder(tmp_path):
+    from labelloop.flows.config import parse_config
+
+    cfg = parse_config({"name": "x", "data": "d.jsonl", "taxonomy": [{"name": "a"}, {"name": "b"}],
+                        "lm": {"model": "models/m.gguf"}, "labelers": [{"type": "zero_shot"}]}, base_dir=tmp_path)
+    assert cfg.lm.model == str(tmp_path / "models" / "m.gguf")
