@@ -27,7 +27,7 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from labelloop.programs.errors import LabelloopError, LLMUnavailable
+from labelloop.programs.errors import LabelloopError, LLMUnavailable, redact_secrets
 
 logger = logging.getLogger("labelloop")
 
@@ -396,7 +396,7 @@ def stored_or_asked(store: VoteStore, version: str, items: list[tuple[str, str]]
                     except Exception as exc:  # one failed call is data, not a crash; see the rules above
                         if not tolerate_errors or isinstance(exc, LabelloopError):
                             raise
-                        error = f"{type(exc).__name__}: {exc}"
+                        error = redact_secrets(f"{type(exc).__name__}: {exc}")  # stored and logged: no credentials
                         if fatal is not None and fatal(exc):
                             raise LLMUnavailable(f"{name}: the LLM refused the request: {error}") from exc
                         streak.append((it.rid, it.text, error))

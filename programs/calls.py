@@ -25,6 +25,8 @@ from typing import TypeVar
 
 from dspy.utils import exceptions as dx
 
+from labelloop.programs.errors import redact_secrets
+
 T = TypeVar("T")
 logger = logging.getLogger("labelloop")
 
@@ -182,7 +184,7 @@ def call_with_retries(fn: Callable[[], T], *, attempts: int = 4, base_delay: flo
             if not is_transient(exc):
                 raise
             delay = backoff(attempt, base_delay=base_delay, max_delay=max_delay, hint=retry_after(exc))
-            first_line = next(iter(str(exc).strip().splitlines()), "")
+            first_line = redact_secrets(next(iter(str(exc).strip().splitlines()), ""))
             logger.info("LLM call failed (%s: %s); try %d of %d in %.1fs", type(exc).__name__, first_line[:200],
                         attempt + 1, attempts, delay)
             sleep(delay)

@@ -5,6 +5,8 @@ A leaf module (it imports nothing of labelloop), so every layer can raise them.
 
 from __future__ import annotations
 
+import re
+
 
 class LabelloopError(Exception):
     """Base of every error labelloop reports to a user; the message says what was expected and what arrived."""
@@ -41,3 +43,21 @@ class TaxonomyError(LabelloopError, RuntimeError):
 
 class LLMUnavailable(LabelloopError, RuntimeError):
     """The LLM endpoint keeps failing (a rejected key, an unreachable server): the run stops instead of failing every record."""
+
+
+_SECRETS_IN_TEXT = (
+    (re.compile(r"(?<![\w.%+-])[\w.%+-]+:[^@\s/:]+@(?=[\w\[])"), "***@"),  # user:password@host
+    (re.compile(r"(?i)([?&][\w-]*(?:key|token|secret|password|auth|sig)[\w-]*=)[^&\s'\"]+"), r"\1***"),  # ?api_key=...
+    (re.compile(r"(?i)(bearer\s+)[\w.~+/-]+=*"), r"\1***"),  # Authorization: Bearer ...
+)
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` (an error message, a log line) with credentials in URLs and bearer tokens masked.
+
+    >>> redact_secrets("failed to connect to bob:pw@127.0.0.1:80 (https://h/v1?api_key=k1&x=2), Bearer sk-abc")
+    'failed to connect to ***@127.0.0.1:80 (https://h/v1?api_key=***&x=2), Bearer ***'
+    """
+    for pattern, replacement in _SECRETS_IN_TEXT:
+        text = pattern.sub(replacement, text)
+    return text

@@ -107,3 +107,22 @@ def test_the_api_key_is_sent_but_never_written_or_logged(example_project, capsys
     out = capsys.readouterr()
     assert API_KEY not in out.out + out.err
     assert API_KEY not in caplog.text
+
+
+def test_credentials_in_api_base_reach_no_output_or_log(example_project, capsys, caplog):
+    """The OpenAI client cannot use a user:password@ URL (it tries to resolve "bob:...@127.0.0.1"), so the run
+    stops; what matters is that the credentials are in no message, log line, stored failure or run file."""
+    caplog.set_level(logging.DEBUG)
+    secret = "hunter2-basic-auth-pw"
+    with FakeOpenAIServer() as server:
+        url = server.url.replace("http://", f"http://bob:{secret}@")
+        project = _project(example_project, url, records=4, retries=1)
+        with pytest.raises(labelloop.LLMUnavailable) as info:
+            labelloop.run(project)
+    assert secret not in str(info.value) and "***@127.0.0.1" in str(info.value)
+    written = [p for p in example_project.parent.rglob("*") if p.is_file() and p != example_project]
+    assert any(p.suffix == ".sqlite" for p in written)
+    for path in written:
+        assert secret.encode() not in path.read_bytes(), path
+    out = capsys.readouterr()
+    assert secret not in out.out + out.err and secret not in caplog.text
