@@ -78,6 +78,16 @@ def _print_run(run_dir: Path) -> None:
         student = metrics["student"]
         console.print(f"student: {'trained' if student['retrain'] else 'kept from ' + student['kept_from']} "
                       f"({student['reason']})")
+    quality = {s: q for s, q in metrics.get("gold_quality", {}).items() if isinstance(q, dict)}
+    if any(q["flagged"] for q in quality.values()):
+        counts = ", ".join(f"{q['flagged']} of {q['n']} {s}" for s, q in quality.items())
+        console.print(f"[yellow]gold labels:[/] the run's models disagree with {counts} gold label(s) (gold_issues.csv, "
+                      "most likely wrong first; `labelloop audit-gold CONFIG` asks the LLM)", soft_wrap=True)
+    ranked = metrics.get("label_quality") or {}
+    if ranked.get("n_ranked"):
+        console.print(f"likely-wrong train labels: {ranked['flagged']} of {ranked['n_ranked']} flagged (label_issues.csv, "
+                      "most likely wrong first; `labelloop review export CONFIG` sends the top ones to a person)",
+                      soft_wrap=True)
     console.print(f"[bold green]outputs:[/] {run_dir}")
     for name in sorted(p.name for p in run_dir.iterdir()):
         console.print(f"  {name}")
@@ -206,6 +216,40 @@ def optimize(config: Path = CONFIG, labeler: str = typer.Option(None, help="only
                       f"{row['seconds']:.0f} s")
         console.print(f"[bold green]saved[/] {row['path']}: `labelloop run` now uses it (its answers are stored "
                       "apart from the zero-shot program's; `labelloop plan` shows the calls)")
+
+
+@app.command("audit-gold")
+def audit_gold_command(config: Path = CONFIG,
+                       phrasings: int = typer.Option(3, help="how many fixed phrasings judge each gold label (1 to 4)"),
+                       threshold: float = typer.Option(0.5, help="flag a gold label when the phrasings' disagreement "
+                                                                 "with it (probability-weighted share) is above this"),
+                       split: str = typer.Option("both", help="dev, test or both"),
+                       output: Path = typer.Option(None, "--output", "-o", help="CSV to write (default: gold_audit.csv "
+                                                                                "beside the config)"),
+                       progress: bool = typer.Option(True, help="show progress bars")):
+    """Ask the LLM, in several phrasings, whether each gold dev/test label is right; flag those it disagrees with."""
+    from labelloop.flows.audit import audit_gold
+    from labelloop.flows.project import load_project
+
+    project = _guard(load_project, config)
+    audit = _guard(audit_gold, project, phrasings=phrasings, threshold=threshold, split=split, output=output,
+                   show_progress=progress)
+    flagged = audit.flagged
+    if len(flagged):
+        table = Table(title=f"gold labels the LLM disagrees with (disagreement > {audit.threshold:g} over "
+                            f"{len(audit.phrasings)} phrasings)")
+        for col in ("split", "id", "gold_label", "suggested_label", "disagreement", "text"):
+            table.add_column(col, justify="right" if col == "disagreement" else "left")
+        for row in flagged.itertuples():
+            text = row.text if len(row.text) <= 80 else row.text[:77] + "..."
+            table.add_row(row.split, escape(str(row.id)), escape(row.gold_label), escape(row.suggested_label or ""),
+                          f"{row.disagreement:.2f}", escape(text))
+        console.print(table)
+    console.print(f"{len(flagged)} of {len(audit.frame)} gold labels flagged; phrasings: {', '.join(audit.phrasings)}",
+                  soft_wrap=True)
+    console.print(f"LLM calls this audit: {audit.calls}  |  answers new: {audit.asked}, reused from the vote store: "
+                  f"{audit.reused}" + (f", without an answer: {audit.failed}" if audit.failed else ""), soft_wrap=True)
+    console.print(f"[bold green]wrote[/] {escape(str(audit.path))}", soft_wrap=True)
 
 
 @app.command()
@@ -342,6 +386,53 @@ def schedule(config: Path = CONFIG,
     info = _guard(serve_schedule, config, cron=cron, interval=interval, name=name, train=train, on_serving=serving)
     console.print(f"stopped serving {info['deployment']}; its schedule is still active (pause it with "
                   f"`prefect deployment schedule pause '{info['deployment']}' --all`)", soft_wrap=True)
+
+
+review_app = typer.Typer(help="Send the records most worth checking to a person; read the answers back as gold.",
+                         no_args_is_help=True)
+app.add_typer(review_app, name="review")
+
+
+@review_app.command("export")
+def review_export(config: Path = CONFIG,
+                  budget: int = typer.Option(50, help="records to send for review"),
+                  rule: str = typer.Option("likely-wrong", help="likely-wrong (the run's label_issues.csv), disagreement "
+                                                                "(label model vs student) or margin (the label model's "
+                                                                "smallest top-two margin)"),
+                  run_dir: Path = typer.Option(None, "--run", help="run folder (default: the project's newest)"),
+                  output: Path = typer.Option(None, "--output", "-o", help="folder to write (default: "
+                                                                           "review/RUN-RULE beside the config)"),
+                  force: bool = typer.Option(False, "--force", help="overwrite files an earlier export left there")):
+    """Pick records for a person to check, spread over the suggested labels; write a CSV, a Label Studio import
+    and an Argilla import."""
+    from labelloop.flows.project import load_project
+    from labelloop.flows.review import export_review
+
+    project = _guard(load_project, config)
+    out = _guard(export_review, project, run_dir=run_dir, budget=budget, rule=rule, out_dir=output, force=force)
+    spread = ", ".join(f"{escape(k or '(none)')} {v}" for k, v in out["by_suggested_label"].items())
+    console.print(f"picked {out['picked']} of {out['candidates']} candidate records by {out['rule']} from "
+                  f"{escape(out['run'])} (at most {out['quota']} per suggested label first): {spread}", soft_wrap=True)
+    for path in out["files"].values():
+        console.print(f"[bold green]wrote[/] {escape(path)}", soft_wrap=True)
+    console.print(f"fill the `label` column of the CSV (or label the records in Label Studio or Argilla and export them), "
+                  f"then `labelloop review import FILE {escape(str(config))}`", soft_wrap=True)
+
+
+@review_app.command("import")
+def review_import(file: Path = typer.Argument(..., help="the CSV filled in, or a Label Studio / Argilla JSON export"),
+                  config: Path = CONFIG):
+    """Read a person's answers and merge them into the reviewed-gold file (review.gold); all or nothing."""
+    from labelloop.flows.project import load_project
+    from labelloop.flows.review import import_review
+
+    project = _guard(load_project, config)
+    out = _guard(import_review, file, project)
+    console.print(f"imported {out['imported']} answer(s) from {escape(str(file))} ({out['format']}): {out['new']} new, "
+                  f"{out['replaced']} replacing an earlier review, {out['corrected']} changing the label shown; "
+                  f"{out['total']} reviewed records in all", soft_wrap=True)
+    console.print(f"[bold green]wrote[/] {escape(out['path'])}; the next `labelloop run` scores on them, and a labeler "
+                  "`reviewed` votes their labels", soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover

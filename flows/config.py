@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from labelloop.labelers import heuristics, irr, llm  # noqa: F401  (their config specs register themselves)
 from labelloop.labelers.base import LABELER_TYPES, LabelerSpec, register_labeler
@@ -81,6 +83,22 @@ class StudentSpec(_Strict):
     retrain: Literal["always", "on_change"] = "always"
     retrain_new_fraction: float = Field(0.1, ge=0, le=1)
     retrain_shift: float = Field(0.05, ge=0, le=1)
+    # rank the train records by how likely their label is wrong (label_issues.csv): five TF-IDF student fits
+    # out of fold, whatever `features` is; skipped above 200,000 covered records
+    rank_label_issues: bool = True
+
+
+class ReviewSpec(_Strict):
+    """`review:` where `labelloop review import` keeps the reviewed records (JSONL), read by every run."""
+
+    gold: Path = Path("reviewed.jsonl")
+
+    @field_validator("gold")
+    @classmethod
+    def _jsonl(cls, v):
+        if Path(v).suffix.lower() != ".jsonl":
+            raise ValueError(f"expected a .jsonl file, got {str(v)!r}")
+        return v
 
 
 class OptimizeSpec(_Strict):
@@ -162,6 +180,15 @@ class ProjectConfig(_Strict):
     programs_dir: Path = Path("optimized")  # optimized DSPy programs, one JSON file per labeler
     bootstrap: BootstrapSpec | None = None
     llm_budget: LLMBudgetSpec | None = None  # None: every LLM labeler answers every record
+    review: ReviewSpec = ReviewSpec()  # reviewed records: gold, and a labeler `reviewed` (labelloop review import)
+
+    @field_validator("name")
+    @classmethod
+    def _file_name(cls, v):
+        """The name starts every run folder's name: one plain file name, not a path."""
+        if not v.strip() or v.strip(".") == "" or "/" in v or "\\" in v:
+            raise ValueError(f"expected a name usable in a file name (no slash or backslash, not blank), got {v!r}")
+        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -171,6 +198,7 @@ class ProjectConfig(_Strict):
             specs, problems = [], []
             for i, item in enumerate(raw["labelers"]):
                 kind = item.get("type") if isinstance(item, dict) else None
+                kind = kind if isinstance(kind, str) else None if kind is None else repr(kind)  # a list is no type name
                 if isinstance(item, LabelerSpec):
                     specs.append(item)
                 elif kind not in LABELER_TYPES:
@@ -183,6 +211,17 @@ class ProjectConfig(_Strict):
             if problems:
                 raise ValueError("; ".join(problems))
             raw = {**raw, "labelers": specs}
+        return raw
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_text(cls, raw):
+        """(Runs before ``_labeler_types``, on the raw mapping.) Refuse NUL characters and lone
+        surrogates anywhere: they end up in paths, prompts and file names."""
+        where = _bad_text(raw)
+        if where is not None:  # a key holding the surrogate is named with it escaped: pydantic cannot render it
+            where = where.encode("utf-8", "backslashreplace").decode("utf-8")
+            raise PydanticCustomError("bad_text", "{where}", {"where": where})
         return raw
 
     @field_validator("labelers")
@@ -200,6 +239,29 @@ class ProjectConfig(_Strict):
             raise ValueError("student.features: finetune trains a multi-class student only; a multilabel task needs "
                              "tfidf, embeddings or tfidf+embeddings")
         return self
+
+
+_BAD_CHARACTER = re.compile("[\x00\ud800-\udfff]")
+
+
+def _bad_text(value, where: str = "", depth: int = 0) -> str | None:
+    """Where a config holds a NUL character or a lone surrogate (``labelers.0.name: ...``), or None."""
+    if isinstance(value, str):
+        found = _BAD_CHARACTER.search(value)
+        if found is None:
+            return None
+        c = found.group()
+        what = "a NUL character" if c == "\x00" else f"a lone surrogate (\\u{ord(c):04x}), not valid Unicode"
+        return f"{where or 'the config'}: holds {what} at position {found.start()}"
+    if depth > 50:  # validation refuses such nesting anyway
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, item in items:
+        name = f"{where}.{key}" if where else str(key)
+        found = _bad_text(key, f"{name} (the key)", depth + 1) or _bad_text(item, name, depth + 1)
+        if found:
+            return found
+    return None
 
 
 def _coerce_paths(raw: dict) -> dict:
@@ -223,6 +285,7 @@ def _resolve(cfg: ProjectConfig, base: Path) -> ProjectConfig:
     if cfg.lm.model.endswith(".gguf"):  # a model file of the user's, beside the config
         cfg.lm.model = str(at(Path(cfg.lm.model)))
     cfg.programs_dir = at(cfg.programs_dir)
+    cfg.review.gold = at(cfg.review.gold)
     if cfg.bootstrap is not None and cfg.bootstrap.output is not None:
         cfg.bootstrap.output = at(cfg.bootstrap.output)
     for lf in cfg.labelers:
@@ -237,19 +300,29 @@ def _format_errors(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"])
         got = err.get("input")
         got = f" (got {got!r})" if not isinstance(got, (dict, list)) and got is not None else ""
-        lines.append(f"  {where}: {err['msg']}{got}")
+        lines.append(f"  {where + ': ' if where else ''}{err['msg']}{got}")  # a whole-config check has no field
     return "\n".join(lines)
 
 
 def read_yaml(path: Path, what: str, hint: str = ""):
     """Parse a YAML file, or raise ConfigError saying which file is missing or malformed."""
     path = Path(path)
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as exc:  # a name too long for the file system
+        raise ConfigError(f"{what} file {path} cannot be read: {exc.strerror or exc}") from None
+    if not found:
         raise ConfigError(f"{what} file {path} does not exist{hint}")
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is not valid YAML for labelloop: it nests lists or mappings too deeply") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise ConfigError(f"{path} is not valid YAML for labelloop: {exc}") from None
+    except OSError as exc:  # a path too long, a file that cannot be read
+        raise ConfigError(f"{what} file {path} cannot be read: {exc.strerror or exc}") from None
 
 
 def parse_config(raw, base_dir: Path = Path("."), source: str = "the config") -> ProjectConfig:

@@ -158,7 +158,10 @@ def split_votes(project: Project, splits: dict[str, SplitVotes], heuristic: dict
     for labeler in project.llm_labelers:
         for split, (_, column) in llm_votes(project, labeler, answers[labeler.name], splits, balance).items():
             columns[split].append(column)
-    return {name: project.task.votes(columns[name], heuristic[name], project.taxonomy, len(s.ids))
+    from labelloop.flows.review import with_reviewed_votes
+
+    return {name: with_reviewed_votes(project, name, s.ids, project.task.votes(columns[name], heuristic[name],
+                                                                               project.taxonomy, len(s.ids)))
             for name, s in splits.items()}
 
 
@@ -176,6 +179,8 @@ def label_dataset(project: Project, *, lm=None, show_progress: bool = True, coun
         stored_only: with an ``llm_budget``, ask nothing on the train split, use the answers stored
             (``labelloop train``); without one, every answer is stored already (``require_stored``).
     """
+    from labelloop.flows.review import with_reviewed_votes
+
     task, taxonomy = project.task, project.taxonomy
     splits = {name: SplitVotes(df["id"].tolist(), df["text"].tolist()) for name, df in project.splits.items()}
     result = LabelingResult(project.labeler_names, splits, 0, {}, {})
@@ -213,4 +218,5 @@ def label_dataset(project: Project, *, lm=None, show_progress: bool = True, coun
             columns[split].append(column)
     for name, s in splits.items():
         s.votes = task.votes(columns[name], heuristic[name], taxonomy, len(s.ids))
+        s.votes = with_reviewed_votes(project, name, s.ids, s.votes)  # the `reviewed` labeler's column, last
     return result

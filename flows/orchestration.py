@@ -7,6 +7,8 @@ keep names, counts and paths, not texts or labels. Each flow loads the project i
   With ``runner="dask"`` the LLM answers are first asked by ``label_shard`` tasks on a Dask
   cluster (``prefect-dask``); they commit into the shared vote store and claim what they ask,
   so each call is paid once and the run that follows reads every answer from the store.
+  The run's scores and labeler summary become table artifacts, beside a markdown artifact with
+  the path of its ``report.html`` (``labelloop.flows.report_html.publish_artifacts``): numbers and names.
 - ``optimize_flow``, ``bootstrap_flow``: ``labelloop optimize`` and ``labelloop bootstrap``.
 """
 
@@ -102,6 +104,7 @@ def _run_project_flow(config: str, train: bool = True, shards: int | None = 0, s
     """
     from prefect.states import Failed
 
+    from labelloop.flows.report_html import publish_artifacts
     from labelloop.flows.run_project import run_project
     from labelloop.programs.errors import LabelloopError
 
@@ -116,8 +119,9 @@ def _run_project_flow(config: str, train: bool = True, shards: int | None = 0, s
             calls = sum(d["llm_calls"] for d in done)
             logger.info("label shards: %d LLM calls over %d tasks, %d records failed", calls, len(done),
                         sum(d["failed"] for d in done))
-        return {"run_dir": str(run_project(project, train=train, show_progress=False, calls_in_tasks=calls,
-                                           stored_only=stored_only))}
+        run_dir = run_project(project, train=train, show_progress=False, calls_in_tasks=calls, stored_only=stored_only)
+        publish_artifacts(run_dir)  # scores and labeler tables, the report's path: names and counts, no texts
+        return {"run_dir": str(run_dir)}
     except LabelloopError as exc:
         # a user's error, not a crash: the run is Failed with its message, and the caller raises it (one
         # line in the CLI) instead of Prefect logging a traceback

@@ -74,6 +74,11 @@ def predict_file(model: Path | str | Student, data: Path | str, output: Path | s
         raise DataError(f"{output}: unsupported output type {suffix!r}; expected .csv, .jsonl or .parquet")
     if output.resolve() == data.resolve():
         raise DataError(f"{output}: the output would replace the data file it is read from; name another file")
+    try:
+        if output.is_dir():
+            raise DataError(f"{output} is a folder; name the output file (.csv, .jsonl or .parquet)")
+    except OSError as exc:  # a name too long for the file system
+        raise DataError(f"cannot write {output}: {exc.strerror or exc}") from None
     source = _source(data, id_column, text_column, chunk_size)  # checks the file and its columns first
     student = model if isinstance(model, Student) else load_model(model)
     multilabel = student.task.name == "multilabel"
@@ -227,8 +232,13 @@ class _Source:
 class _CsvSource(_Source):
     def __init__(self, *args):
         super().__init__(*args)
-        with self._open() as handle:
-            self.header = next(csv.reader(handle), None)
+        try:
+            with self._open() as handle:
+                self.header = next(csv.reader(handle), None)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{self.path} is not UTF-8 text: {exc}") from None
+        except csv.Error as exc:
+            raise DataError(f"{self.path}, line 1: not valid CSV: {exc}") from None
         if not self.header:
             raise DataError(f"{self.path}: empty file; expected a header row naming the columns "
                             f"{self.id_column!r} and {self.text_column!r}")
@@ -287,7 +297,7 @@ class _JsonlSource(_Source):
                         continue
                     try:
                         obj = json.loads(line)
-                    except json.JSONDecodeError:
+                    except (ValueError, RecursionError):  # not JSON, nested too deeply, a number too long to read
                         skipped.append((n, _ABSENT, "invalid_json"))
                     else:
                         if isinstance(obj, dict):
@@ -320,9 +330,14 @@ class _ColumnsSource(_Source):
     """Parquet, or a dataset saved with ``datasets``: columns read in record batches."""
 
     def _chunks(self, batches):
-        row = 0
-        for batch in batches:
-            ids, texts = batch
+        row, batches = 0, iter(batches)
+        while True:
+            try:
+                ids, texts = next(batches)
+            except StopIteration:
+                return
+            except Exception as exc:  # pyarrow and datasets raise their own errors for pages that are damaged
+                raise DataError(f"{self.path}: the rows after row {row} cannot be read (a damaged file?): {exc}") from None
             rows = list(range(row + 1, row + len(ids) + 1))
             row += len(ids)
             yield rows, ids, texts, []
@@ -366,7 +381,11 @@ class _DatasetSource(_ColumnsSource):
 
 
 def _source(path: Path, id_column: str, text_column: str, chunk_size: int) -> _Source:
-    if not path.exists():
+    try:
+        found = path.exists()
+    except OSError as exc:  # a name too long for the file system
+        raise DataError(f"data file {path} cannot be read: {exc.strerror or exc}") from None
+    if not found:
         raise DataError(f"data file {path} does not exist")
     if path.is_dir():
         return _DatasetSource(path, id_column, text_column, chunk_size)

@@ -28,6 +28,7 @@ class Project:
     llm_labelers: list[LLMLabeler]
     heuristic_lfs: list[LabelingFunction]
     programs: dict[str, dict] = field(default_factory=dict)  # labeler name -> optimized program state
+    reviewed: pd.DataFrame | None = None  # reviewed train records (id, text, label; `review.gold`), also in "dev"
 
     @property
     def task(self):
@@ -36,7 +37,8 @@ class Project:
 
     @property
     def labeler_names(self) -> list[str]:
-        return [lf.name for lf in self.llm_labelers] + [lf.name for lf in self.heuristic_lfs]
+        reviewer = [] if self.reviewed is None else ["reviewed"]  # votes last: labelloop.flows.review
+        return [lf.name for lf in self.llm_labelers] + [lf.name for lf in self.heuristic_lfs] + reviewer
 
     def gold(self, split: str) -> list | None:
         """Gold label ids of a split (a list per record for multi-label projects), or None without it."""
@@ -178,7 +180,12 @@ def load_project(config: Path | str | dict, *, base_dir: Path | None = None, dat
     check_ids_across(splits, {split: (spec.path if spec and spec.path else f"the {split} DataFrame")
                               for split, spec in specs.items()})
     llm, heuristic = build_labelers(cfg, taxonomy)
-    return Project(cfg, config_path, taxonomy, splits, llm, heuristic, load_programs(cfg, llm))
+    from labelloop.flows.review import load_reviewed, merge_into_dev
+
+    reviewed = load_reviewed(cfg, splits, taxonomy, [lf.name for lf in llm + heuristic])
+    if reviewed is not None:  # reviewed records are gold too: scores, class balance, calibration
+        splits["dev"] = merge_into_dev(splits.get("dev"), reviewed)
+    return Project(cfg, config_path, taxonomy, splits, llm, heuristic, load_programs(cfg, llm), reviewed)
 
 
 def scaffold_project(data: Path, output: Path, labels: list[str], *, id_column: str = "id",

@@ -48,7 +48,37 @@ def _budget_line(metrics: dict) -> str:
             "in full\n")
 
 
-def render_report(name: str, metrics: dict, summary: pd.DataFrame, label_counts: dict[str, int]) -> str:
+def _cell(value, width: int = 0) -> str:
+    """A value fit for one Markdown table cell: one line, pipes escaped, cut to ``width`` characters."""
+    text = " ".join(str(value).split())
+    if width and len(text) > width:
+        text = text[:width - 3] + "..."
+    return text.replace("|", "\\|")
+
+
+def _label_issues_section(metrics: dict, issues: pd.DataFrame | None) -> str:
+    """How many train labels look wrong, and the ten most likely wrong (``label_issues.csv``)."""
+    quality = metrics.get("label_quality")
+    if not quality:
+        return ""
+    if quality.get("skipped"):
+        return f"\n## Likely-wrong labels (train)\n\nnot ranked: {quality['skipped']}\n"
+    lines = (f"\n## Likely-wrong labels (train)\n\n{quality['flagged']} of {quality['n_ranked']} covered train records "
+             "flagged by cleanlab's find_label_issues under out-of-fold students; all of them ranked (the students beside "
+             "the label model's confidence), most likely wrong first, in `label_issues.csv`; "
+             "`labelloop review export CONFIG` sends the top ones to a person\n\n")
+    if issues is None or not len(issues):
+        return lines
+    given = "given_labels" if "given_labels" in issues.columns else "given_label"
+    suggested = "suggested_labels" if "suggested_labels" in issues.columns else "suggested_label"
+    rows = [{"id": _cell(r["id"]), "given": _cell(r[given]), "suggested": _cell(r[suggested]),
+             "label model confidence": f"{r['label_model_confidence']:.2f}", "score": f"{r['score']:.3f}",
+             "text": _cell(r["text"], 80)} for _, r in issues.head(10).iterrows()]
+    return lines + _table(rows)
+
+
+def render_report(name: str, metrics: dict, summary: pd.DataFrame, label_counts: dict[str, int],
+                  label_issues: pd.DataFrame | None = None) -> str:
     rows = [{"split": split, "method": method, **vals}
             for split, by_method in metrics["scores"].items() for method, vals in by_method.items()]
     summary_rows = [{"labeler": idx, **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}}
@@ -64,6 +94,7 @@ def render_report(name: str, metrics: dict, summary: pd.DataFrame, label_counts:
         f"## Scores on gold records\n\n{_table(rows)}\n"
         f"## Labeling functions\n\n{_table(summary_rows)}\n"
         f"## Weak label distribution (train)\n\n{_table([{'label': k, 'records': v} for k, v in label_counts.items()])}"
+        f"{_label_issues_section(metrics, label_issues)}"
     )
 
 

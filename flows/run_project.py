@@ -12,12 +12,15 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from labelloop.flows.audit import gold_quality
 from labelloop.flows.config import config_to_yaml
 from labelloop.flows.io import atomic_path, write_frame, write_json, write_text
 from labelloop.flows.label_dataset import LabelingResult, label_dataset
 from labelloop.flows.predict import file_sha256, load_student, save_student
 from labelloop.flows.project import Project
 from labelloop.flows.report import render_model_card, render_report
+from labelloop.flows.report_html import report_inputs, write_html_report
+from labelloop.flows.review import label_issues, review_metrics, reviewed_probabilities
 from labelloop.flows.store import text_hash
 from labelloop.programs.errors import StateError
 
@@ -149,7 +152,7 @@ def run_project(project: Project, *, train: bool = True, lm=None, show_progress:
     train_votes, dev = result.splits["train"], result.splits.get("dev")
     names, k, gold_dev = list(taxonomy.names), len(taxonomy), project.gold("dev")
     model, majority, kind = task.fit_label_model(cfg.label_model, train_votes.votes, k, gold_dev, cfg.seed)
-    P = model.predict_proba(train_votes.votes)
+    P = reviewed_probabilities(project, train_votes.ids, model.predict_proba(train_votes.votes))  # a person's label wins
     covered = task.covered(train_votes.votes)
     probs = task.probabilities(train_votes.ids, train_votes.texts, P, covered, names)
     decision, student = None, None
@@ -182,6 +185,13 @@ def run_project(project: Project, *, train: bool = True, lm=None, show_progress:
         metrics["training_data_sha256"] = training_data_hash(train_votes.texts)
     if result.budget is not None:
         metrics["llm_budget"] = result.budget.to_dict()
+    # gold labels the run's models disagree with (no LLM): gold_issues.csv, see labelloop.flows.audit
+    issues, metrics["gold_quality"] = gold_quality(project, result, model, student, metrics.get("calibration"))
+    wrong_labels = None
+    if train:  # train records ranked by how likely their label is wrong: label_issues.csv (labelloop.flows.review)
+        wrong_labels, metrics["label_quality"] = label_issues(project, train_votes.ids, train_votes.texts, P, covered)
+    if project.reviewed is not None:
+        metrics["review"] = review_metrics(project, train_votes.ids)
     run_dir = new_run_dir(cfg)
     if decision is not None:
         metrics["student"] = {**decision, "trained_in": run_dir.name} if decision["retrain"] else decision
@@ -191,6 +201,10 @@ def run_project(project: Project, *, train: bool = True, lm=None, show_progress:
                                                                           votes.votes, names))
     write_frame(run_dir / "probabilistic_labels.parquet", probs)
     write_frame(run_dir / "lf_summary.csv", summary.reset_index(names="labeler"))
+    if wrong_labels is not None:
+        write_frame(run_dir / "label_issues.csv", wrong_labels)
+    if issues is not None:
+        write_frame(run_dir / "gold_issues.csv", issues)
     if decision is not None and not decision["retrain"]:
         with atomic_path(run_dir / "model.skops") as tmp:
             shutil.copyfile(cfg.runs_dir / decision["kept_from"] / "model.skops", tmp)
@@ -201,5 +215,10 @@ def run_project(project: Project, *, train: bool = True, lm=None, show_progress:
         write_text(run_dir / "model_card.md", render_model_card(cfg.name, names, metrics, result.names))
     metrics["wall_s"] = time.time() - started
     write_json(run_dir / "metrics.json", metrics)
-    write_text(run_dir / "report.md", render_report(cfg.name, metrics, summary, task.label_counts(probs)))
+    write_text(run_dir / "report.md", render_report(cfg.name, metrics, summary, task.label_counts(probs),
+                                                    label_issues=wrong_labels))
+    # the same report as one HTML page with plots; a failure there is logged and never costs the run
+    write_html_report(run_dir, cfg.name, metrics, summary, report_inputs(
+        task, names, result.names, model, P, covered, train_votes.texts, student, metrics.get("calibration"),
+        _gold(project, result, "dev"), _gold(project, result, "test"), cfg.seed))
     return run_dir

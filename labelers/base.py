@@ -88,7 +88,7 @@ class LLMLabeler(ABC):
 
     def invalid(self, answers: list[Answer]) -> int:
         """Answers outside what the labeler accepts (they count as abstains)."""
-        return sum(1 for a in answers if a is not None and a.get("answer") is None)
+        return sum(1 for a in answers if a is not None and (not isinstance(a, dict) or a.get("answer") is None))
 
     def prompt_cost(self, texts: list[str], ctx: LabelingContext) -> tuple[int, int]:
         """(LLM calls, prompt characters) of answering ``texts``: one call each, with this labeler's prompt."""

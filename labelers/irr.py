@@ -64,8 +64,8 @@ class IRRLabeler(LLMLabeler):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def invalid(self, answers: list[dict | None]) -> int:
-        """Labels the ranker chose outside its candidates (dropped by the program)."""
-        return sum((a or {}).get("invalid") or 0 for a in answers)
+        """Labels the ranker chose outside its candidates (dropped by the program); a malformed answer counts one."""
+        return sum(_invalid(a) for a in answers)
 
     def vote_sets(self, answers: list[dict | None], taxonomy: Taxonomy) -> sparse.csr_matrix:
         """(n, k) int8 votes: +1 chosen, -1 shown to the ranker but not chosen, 0 abstain.
@@ -80,10 +80,10 @@ class IRRLabeler(LLMLabeler):
         index = {name: i for i, name in enumerate(taxonomy.names)}
         rows, cols, vals = [], [], []
         for r, answer in enumerate(answers):
-            chosen = [index[x] for x in (answer or {}).get("chosen") or [] if x in index]
+            chosen = list(dict.fromkeys(index[x] for x in _names(answer, "chosen") if x in index))
             if not chosen:
                 continue
-            shown = [index[x] for x in answer.get("candidates") or [] if x in index and index[x] not in chosen]
+            shown = list(dict.fromkeys(index[x] for x in _names(answer, "candidates") if x in index and index[x] not in chosen))
             rows += [r] * (len(chosen) + len(shown))
             cols += chosen + shown
             vals += [1] * len(chosen) + [-1] * len(shown)
@@ -91,8 +91,8 @@ class IRRLabeler(LLMLabeler):
 
     def votes(self, answers: list[dict | None], taxonomy: Taxonomy) -> np.ndarray:
         """Multi-class votes: the top-ranked label's id, or ABSTAIN."""
-        return np.array([taxonomy.names.index(a["chosen"][0]) if a and a.get("chosen") and a["chosen"][0] in taxonomy.names
-                         else ABSTAIN for a in answers], dtype=int)
+        tops = [(_names(a, "chosen") or [None])[0] for a in answers]
+        return np.array([taxonomy.names.index(top) if top in taxonomy.names else ABSTAIN for top in tops], dtype=int)
 
     def direct_scores(self, answers: list[dict | None], taxonomy: Taxonomy) -> np.ndarray:
         """The program's own answers as (n, k) scores: chosen labels >= 0.5, in ranking order; the other
@@ -105,8 +105,8 @@ class IRRLabeler(LLMLabeler):
         index = {name: j for j, name in enumerate(taxonomy.names)}
         P = np.zeros((len(answers), len(taxonomy)))
         for i, answer in enumerate(answers):
-            chosen = set((answer or {}).get("chosen") or [])
-            ranking = [x for x in (answer or {}).get("ranking") or [] if x in index]
+            chosen = set(_names(answer, "chosen"))
+            ranking = [x for x in _names(answer, "ranking") if x in index]
             for r, label in enumerate(ranking):
                 P[i, index[label]] = (1.0 if label in chosen else 0.49) - r / (10 * len(ranking))
         return P
@@ -149,6 +149,26 @@ class IRRLabeler(LLMLabeler):
             messages += rank_adapter.format(rank_signature, demos=[], inputs={"text": chunks[0], "options": shown})
             calls, chars = calls + len(chunks) + 1, chars + sum(len(m["content"]) for m in messages)
         return calls, chars
+
+
+def _names(answer, key: str) -> list[str]:
+    """``answer[key]`` as label names: the strings of a stored list; empty when the answer or the value is malformed.
+
+    >>> _names({"chosen": ["a", 3, ["b"]]}, "chosen"), _names({"chosen": "ab"}, "chosen"), _names("text", "chosen")
+    (['a'], [], [])
+    """
+    value = answer.get(key) if isinstance(answer, dict) else None
+    return [x for x in value if isinstance(x, str)] if isinstance(value, (list, tuple)) else []
+
+
+def _invalid(answer) -> int:
+    """An answer's count of choices outside the candidates; 1 for an answer that is not a mapping at all."""
+    if answer is None:
+        return 0
+    if not isinstance(answer, dict):
+        return 1
+    n = answer.get("invalid")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 0
 
 
 def state_hash(state: dict | None) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -31,8 +32,24 @@ CONTENT_FREE_TEXTS = ("N/A", "", "[MASK]")
 CALIBRATIONS = ("batch", "content_free", "none")
 
 
+def _probabilities(probs, options: list[str]) -> np.ndarray | None:
+    """An answer's probabilities of ``options``, or None unless they are a mapping of finite, non-negative numbers
+    with a positive sum (a stored answer may be malformed: text, NaN, a list).
+
+    >>> _probabilities({"yes": 0.75}, ["yes", "no"]).tolist(), _probabilities({"yes": float("nan")}, ["yes", "no"])
+    ([0.75, 0.0], None)
+    """
+    if not isinstance(probs, dict):
+        return None
+    values = [probs.get(o, 0.0) for o in options]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in values):
+        return None
+    p = np.array(values, dtype=float)
+    return p if p.sum() > 0 else None
+
+
 def _mean_probs(answers, options: list[str]) -> np.ndarray | None:
-    rows = [[a["probs"].get(o, 0.0) for o in options] for a in answers if a and a.get("probs")]
+    rows = [p for a in answers if isinstance(a, dict) and (p := _probabilities(a.get("probs"), options)) is not None]
     return np.mean(rows, axis=0) if rows else None
 
 
@@ -112,26 +129,47 @@ class ClosedChoiceLabeler(LLMLabeler):
         return self
 
     def calibrated(self, probs: dict[str, float]) -> np.ndarray:
-        p = np.array([probs.get(o, 0.0) for o in self.options], dtype=float)
+        """The calibrated distribution over the options; all zeros when ``probs`` is not a valid distribution."""
+        p = _probabilities(probs, self.options)
+        if p is None:
+            return np.zeros(len(self.options))
         if self.scale_ is not None:
             p = p * self.scale_
         total = p.sum()
         return p / total if total > 0 else p
 
+    def _parse(self, answer) -> tuple[str, dict | None] | None:
+        """(option, probabilities or None) of a well-formed answer; None for one that cannot vote: no answer,
+        an answer outside the options, or malformed (not a mapping, probabilities that are not numbers >= 0)."""
+        if not isinstance(answer, dict):
+            return None
+        option, probs = answer.get("answer"), answer.get("probs")
+        if not isinstance(option, str) or option not in self.options:
+            return None
+        if not probs:
+            return option, None
+        return (option, probs) if _probabilities(probs, self.options) is not None else None
+
     def vote(self, answer: dict | None) -> int:
-        """The label id this answer votes for, or ABSTAIN (also for answers outside the options)."""
-        if not answer or answer.get("answer") not in self.options:
+        """The label id this answer votes for, or ABSTAIN (also for answers outside the options, and malformed ones)."""
+        parsed = self._parse(answer)
+        if parsed is None:
             return ABSTAIN
-        if not answer.get("probs"):
-            return self.verbalizer[answer["answer"]]
-        p = self.calibrated(answer["probs"])
+        option, probs = parsed
+        if probs is None:
+            return self.verbalizer[option]
+        p = self.calibrated(probs)
         best = int(p.argmax())
-        if p[best] < self.threshold:
+        if not p[best] > 0 or p[best] < self.threshold:
             return ABSTAIN
         return self.verbalizer[self.options[best]]
 
     def votes(self, answers: list[dict | None], taxonomy: Taxonomy | None = None) -> np.ndarray:
         return np.array([self.vote(a) for a in answers], dtype=int)
+
+    def invalid(self, answers: list[dict | None]) -> int:
+        """Stored answers that cannot vote: outside the options, or malformed (they count as abstains)."""
+        return sum(1 for a in answers if a is not None and self._parse(a) is None)
 
 
 @dataclass
@@ -173,7 +211,8 @@ def answer_ids(answers: list[dict | None], names) -> np.ndarray:
     [1, -1, -1]
     """
     names = list(names)
-    return np.array([names.index(a["answer"]) if a and a.get("answer") in names else ABSTAIN for a in answers], dtype=int)
+    return np.array([names.index(a["answer"]) if isinstance(a, dict) and isinstance(a.get("answer"), str)
+                     and a["answer"] in names else ABSTAIN for a in answers], dtype=int)
 
 
 def zero_shot_labeler(taxonomy: Taxonomy, name: str = "zero_shot", **kwargs) -> ZeroShotLabeler:

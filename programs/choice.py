@@ -110,11 +110,32 @@ def prompt_chars(program: ClosedChoice, text: str) -> int:
     return sum(len(m["content"]) for m in messages)
 
 
+def _field(item, name: str):
+    return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
+
+
 def _tokens(logprobs) -> list[dict]:
-    if logprobs is None:
+    """The answer's tokens as dicts with a text ``token``; empty when the log-probs are not a list of such tokens."""
+    content = _field(logprobs, "content") if logprobs is not None else None
+    if not isinstance(content, (list, tuple)):
         return []
-    content = logprobs.get("content") if isinstance(logprobs, dict) else getattr(logprobs, "content", None)
-    return [t if isinstance(t, dict) else dict(t) for t in (content or [])]
+    tokens = []
+    for t in content:
+        try:
+            t = t if isinstance(t, dict) else dict(t)
+        except (TypeError, ValueError):
+            return []
+        if not isinstance(t.get("token"), str):
+            return []
+        tokens.append(t)
+    return tokens
+
+
+def _probability(logprob) -> float | None:
+    """exp(logprob) for a real log-probability; None for anything else (text, NaN). Above 0 counts as 0 (p = 1)."""
+    if isinstance(logprob, bool) or not isinstance(logprob, (int, float)) or math.isnan(logprob):
+        return None
+    return math.exp(min(float(logprob), 0.0))
 
 
 def option_probabilities(logprobs, field: str, options: list[str]) -> dict[str, float] | None:
@@ -123,6 +144,8 @@ def option_probabilities(logprobs, field: str, options: list[str]) -> dict[str, 
     Each alternative token at that position is credited to the option it spells exactly, else to
     the options it is a prefix of (split evenly when several share it); the result is renormalised.
     Returns None when the log-probs do not cover the value (no log-probs, or no alternative matched any option).
+    Malformed log-probs (a token without text, an alternative whose log-prob is not a real number) never
+    raise: such alternatives are passed over, and the result is finite and sums to 1.
 
     >>> toks = [{"token": '{"answer": "', "logprob": 0.0, "top_logprobs": []},
     ...         {"token": "yes", "logprob": -0.2, "top_logprobs": [{"token": "yes", "logprob": -0.2},
@@ -145,15 +168,16 @@ def option_probabilities(logprobs, field: str, options: list[str]) -> dict[str, 
         return None
     head = token["token"][: start - offset]  # the part of this token before the value begins
     mass = dict.fromkeys(options, 0.0)
-    for alt in token.get("top_logprobs") or []:
-        piece = alt["token"]
-        if not piece.startswith(head):
+    alts = token.get("top_logprobs")
+    for alt in alts if isinstance(alts, (list, tuple)) else []:
+        piece, p = _field(alt, "token"), _probability(_field(alt, "logprob"))
+        if not isinstance(piece, str) or p is None or not piece.startswith(head):
             continue
         piece = piece[len(head):].rstrip('"').lower()
         exact = [o for o in options if o.lower() == piece]  # "spam" is spam's, not also "spammy"'s
         hits = exact or [o for o in options if piece and o.lower().startswith(piece)]
         for option in hits:
-            mass[option] += math.exp(alt["logprob"]) / len(hits)
+            mass[option] += p / len(hits)
     total = sum(mass.values())
     if total <= 0:
         return None

@@ -108,6 +108,8 @@ def chunk_text(text: str, max_words: int) -> list[str]:
     >>> chunk_text("One two three. Four five. Six.", 3)
     ['One two three.', 'Four five. Six.']
     """
+    if isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < 1:  # 0 would never end
+        raise ConfigError(f"chunk_words must be a whole number of at least 1, got {max_words!r}")
     chunks, current = [], []
     for sentence in re.split(r"(?<=[.!?])\s+", text.strip()):
         words = sentence.split()
@@ -127,8 +129,9 @@ def chunk_text(text: str, max_words: int) -> list[str]:
 
 
 def _clean(values) -> list[str]:
+    """The distinct non-blank strings of an answer's list (at most MAX_GUESS_CHARS each); [] for anything but a list."""
     seen, out = set(), []
-    for value in values or []:
+    for value in values if isinstance(values, (list, tuple)) else []:
         if isinstance(value, str) and value.strip() and value.strip().lower() not in seen:
             seen.add(value.strip().lower())
             out.append(value.strip()[:MAX_GUESS_CHARS])

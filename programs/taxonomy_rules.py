@@ -125,9 +125,21 @@ def apply_edits(labels: list[dict], edits: list[dict]) -> tuple[list[dict], list
      ['merge refunds + returns -> refunds_and_returns', 'add late_parcels'])
     """
     out, problems, done = [dict(x) for x in labels], [], []
+    if not isinstance(edits, (list, tuple)):
+        return normalise(out), [f"the edits must be a list of objects, not {type(edits).__name__}"], done
     for i, edit in enumerate(edits, 1):
+        if isinstance(edit, pydantic.BaseModel):
+            edit = edit.model_dump()
+        if not isinstance(edit, dict):
+            problems.append(f"edit {i} must be an object with action, labels, name and description, not {type(edit).__name__}")
+            continue
         action = str(edit.get("action") or "")
-        refs = [slug(str(r)) for r in edit.get("labels") or []]
+        given = edit.get("labels") or []
+        given = [given] if isinstance(given, str) else given
+        if not isinstance(given, (list, tuple)):
+            problems.append(f"edit {i} ({action}) must list its current labels in `labels`, not a {type(given).__name__}")
+            continue
+        refs = [slug(str(r)) for r in given]
         name, description = slug(str(edit.get("name") or "")), " ".join(str(edit.get("description") or "").split())
         where = {x["name"]: j for j, x in enumerate(out)}
         if action not in EDIT_ACTIONS:
@@ -218,8 +230,15 @@ def normalise(labels) -> list[dict]:
     [{'name': 'late_parcels', 'description': 'Parcels that have not arrived.'}]
     """
     out = []
+    if labels is None or isinstance(labels, (str, bytes, dict)) or not hasattr(labels, "__iter__"):
+        labels = []  # a malformed answer: no labels, which validation then reports
     for label in labels:
-        item = label.model_dump() if isinstance(label, pydantic.BaseModel) else dict(label)
+        if isinstance(label, pydantic.BaseModel):
+            item = label.model_dump()
+        elif isinstance(label, dict):
+            item = label
+        else:  # a bare name, or something that is no label at all
+            item = {"name": label if isinstance(label, str) else ""}
         name, description = slug(str(item.get("name") or "")), " ".join(str(item.get("description") or "").split())
         head, sep, rest = description.partition(":")
         if sep and rest.strip() and (slug(head) == name or re.fullmatch(r"[a-z0-9]+(_[a-z0-9]+)+", head)):
@@ -245,6 +264,7 @@ def validate_taxonomy(labels: list[dict], constraints: Constraints) -> list[str]
         problems.append(f"{len(labels)} labels, but at most {constraints.max_labels} are allowed: merge the closest ones")
     seen: dict[str, int] = {}
     for i, label in enumerate(labels, 1):
+        label = label if isinstance(label, dict) else {}
         name, desc = slug(str(label.get("name") or "")), str(label.get("description") or "").strip()
         if not name:
             problems.append(f"label {i} has an empty name")
@@ -294,11 +314,11 @@ def copied_summary(label: dict, summaries: str, overlap: float = 0.6) -> list[st
     >>> copied_summary({"name": "refunds", "description": "Refunds for returned or cancelled orders."}, "- a refund")
     []
     """
-    words = set(re.findall(r"[a-z0-9]+", label["description"].lower())) - FILLER_WORDS
-    for line in summaries.splitlines():
+    words = set(re.findall(r"[a-z0-9]+", str(label.get("description") or "").lower())) - FILLER_WORDS
+    for line in str(summaries or "").splitlines():
         other = set(re.findall(r"[a-z0-9]+", line.lower())) - FILLER_WORDS
         if words and other and len(words & other) / len(words | other) >= overlap:
-            return [f'description of "{label["name"]}" restates one text; list the kinds of texts the whole group covers']
+            return [f'description of "{label.get("name")}" restates one text; list the kinds of texts the whole group covers']
     return []
 
 
