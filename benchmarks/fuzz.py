@@ -38,8 +38,8 @@ FINDINGS = [
     "config: a labelers entry whose type is a list or mapping ({type: [zero_shot]}) raised TypeError (unhashable); "
     "now a ConfigError naming labelers.N.type",
     "config and taxonomy YAML nested too deeply ('[' * 5000) raised RecursionError; now a ConfigError",
-    "config and taxonomy YAML holding an integer of more than 4,300 digits raised ValueError (Python's int limit); "
-    "now a ConfigError",
+    "config and taxonomy YAML holding an integer of more than 4,300 digits (Python's int limit), or a date that "
+    "cannot be (2001-13-45), raised ValueError; now a ConfigError",
     "config: NUL characters and lone surrogates in any string (runs_dir: 'a\\x00b', name: '\\ud800') were accepted and "
     "failed later in paths (ValueError, UnicodeEncodeError); now a ConfigError naming the field",
     "config: a project name with a slash, or blank (name: a/b), was accepted: the run folder landed outside runs_dir "

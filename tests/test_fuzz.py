@@ -677,7 +677,8 @@ def test_a_labeler_type_that_is_a_list_is_a_config_error():
 
 
 @pytest.mark.parametrize("text, expected", [("[" * 5000, "nests lists or mappings too deeply"),
-                                            ("seed: " + "9" * 5000, "4300 digits")])
+                                            ("seed: " + "9" * 5000, "4300 digits"),
+                                            ("name: 2001-13-45", "month must be in 1..12")])  # a date YAML cannot build
 def test_yaml_nested_too_deeply_or_with_a_huge_integer_is_a_config_error(tmp_path, text, expected):
     (tmp_path / "config.yaml").write_text(text)
     with pytest.raises(ConfigError, match=expected):
