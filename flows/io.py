@@ -114,7 +114,7 @@ def records_frame(df: pd.DataFrame, spec: DataSpec, source: str, *, require_labe
     if len(nested):
         raise DataError(f"{source}: {len(nested)} record(s) have a {spec.id!r} that is a list or an object, e.g. row "
                         f"{int(nested[0]) + 1}: {df.loc[nested[0], 'id']!r:.80}; expected text or a number")
-    ids = [_id_text(v) for v in df["id"]]  # checked before pandas holds them: a lone surrogate would not even fit
+    ids = [id_text(v) for v in df["id"]]  # checked before pandas holds them: a lone surrogate would not even fit
     unusable = [(rid, problem) for rid in ids if (problem := text_problem(rid))]
     if unusable:
         raise DataError(f"{source}: {len(unusable)} record(s) have a {spec.id!r} labelloop cannot use, e.g. id "
@@ -179,7 +179,7 @@ def text_problem(text: str) -> str | None:
     return None
 
 
-def _id_text(value) -> str:
+def id_text(value) -> str:
     """An id as text; a whole float (a nullable integer column read as float) loses its ``.0``."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from labelloop.flows.io import atomic_path, text_problem
+from labelloop.flows.io import atomic_path, id_text, text_problem
 from labelloop.flows.predict import Student, load_model
 from labelloop.programs.errors import DataError
 
@@ -99,7 +99,7 @@ def predict_file(model: Path | str | Student, data: Path | str, output: Path | s
                         skipped.append((row, rid, reason))
                     else:
                         keep_rows.append(row)
-                        keep_ids.append(_id_text(rid))
+                        keep_ids.append(id_text(rid))
                         keep_texts.append(text)
                 repeated = seen.add(keep_ids)
                 if repeated.any():
@@ -181,20 +181,11 @@ def _text_problem(value) -> str | None:
     return "non_string_text"
 
 
-def _id_text(value) -> str:
-    """An id as text, as ``read_records`` makes it (a whole float loses its ``.0``)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def _shown(value):
     """An id as the report shows it: None when there was none, else text (at most 200 characters)."""
     if value is _ABSENT or value is None or (isinstance(value, float) and math.isnan(value)):
         return None
-    return _id_text(value)[:200].encode("utf-8", "backslashreplace").decode("utf-8")
+    return id_text(value)[:200].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _write_report(path: Path, rows: list[tuple]) -> None:
