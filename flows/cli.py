@@ -280,6 +280,44 @@ def bootstrap(config: Path = CONFIG,
     console.print(f"[bold green]wrote[/] {result.output} and {result.report}; edit it, then `labelloop run {config}`")
 
 
+@app.command("propose-lfs")
+def propose_lfs(config: Path = CONFIG,
+                overwrite: bool = typer.Option(False, "--overwrite",
+                                               help="write the output file again (it may hold your edits)"),
+                progress: bool = typer.Option(True, help="show progress bars"), prefect: bool = PREFECT):
+    """The LLM writes keyword and regex labeling functions, scored on the gold dev records (one call per label a round)."""
+    from labelloop.flows.project import load_project
+    from labelloop.flows.propose_lfs import propose_lfs
+
+    project = _guard(load_project, config, skip_missing_includes=True)  # validate everything before any LLM call
+    if prefect if prefect is not None else prefect_configured():
+        from labelloop.flows.orchestration import propose_lfs_flow
+
+        result = _guard(propose_lfs_flow, str(config), overwrite=overwrite)
+    else:  # no Prefect server to report to: skip starting a temporary one
+        result = _guard(propose_lfs, project, overwrite=overwrite, show_progress=progress)
+    table = Table(title=f"{len(result.kept)} labeling functions kept of {len(result.candidates)} proposed")
+    for col in ("name", "label", "rule", "dev right/matched", "unlabeled matched"):
+        table.add_column(col)
+    for c in sorted(result.kept, key=lambda c: (c.label, c.name)):
+        table.add_row(c.name, c.label, escape(c.describe()), f"{c.dev_correct}/{c.dev_matched}",
+                      f"{int(c.pool.sum())}/{result.pool_records}")
+    console.print(table)
+    if result.rounds:
+        last = result.rounds[-1]
+        console.print(f"gold dev records: {last['dev_coverage']:.0%} covered, {last['dev_accuracy']:.0%} of those right "
+                      f"(majority of the kept rules)")
+    console.print(f"LLM calls: {result.llm_calls} ({result.calls_this_run} this run, the rest stored); stopped: "
+                  f"{result.stop_reason}", soft_wrap=True)
+    from labelloop.flows.config import included_files
+
+    included = result.output.resolve() in [p.resolve() for p in _guard(included_files, config)]
+    console.print(f"[bold green]wrote[/] {escape(str(result.output))} and {escape(str(result.report))}", soft_wrap=True)
+    if not included:
+        console.print(f"use them: add `- {{include: {escape(result.output.name)}}}` to the labelers of {escape(str(config))}",
+                      soft_wrap=True)
+
+
 @app.command()
 def predict(model: Path = typer.Argument(..., help="model.skops from a run folder"),
             data: Path = typer.Argument(..., help="CSV, JSONL or Parquet file with a text column"),

@@ -8,7 +8,16 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from labelloop.labelers import heuristics, irr, llm  # noqa: F401  (their config specs register themselves)
@@ -19,8 +28,8 @@ from labelloop.programs.errors import ConfigError
 from labelloop.programs.lm import LMSpec
 from labelloop.programs.optimize import OPTIMIZERS
 
-__all__ = ["ConfigError", "LLMBudgetSpec", "LMSpec", "LabelerSpec", "ProjectConfig", "load_config", "parse_config",
-           "register_labeler"]
+__all__ = ["ConfigError", "LLMBudgetSpec", "LMSpec", "LabelerSpec", "ProjectConfig", "ProposeLFsSpec", "load_config",
+           "parse_config", "register_labeler"]
 
 
 class _Strict(BaseModel):
@@ -140,6 +149,23 @@ class LLMBudgetSpec(_Strict):
         return math.ceil(round(self.fraction * pairs, 9))
 
 
+class ProposeLFsSpec(_Strict):
+    """`labelloop propose-lfs`: the LLM writes keyword and regex labeling functions, scored on the gold dev records."""
+
+    output: Path = Path("generated_lfs.yaml")  # the labelers file the config includes (`{include: generated_lfs.yaml}`)
+    rounds: int = Field(3, ge=1, le=20)
+    max_calls: int | None = Field(None, ge=1)  # LLM calls in all (stored proposals count); default (rounds + 1) x labels
+    examples: int = Field(8, ge=1, le=50)  # gold dev texts of the label (and as many of others) shown per proposal
+    min_accuracy: float = Field(0.65, ge=0, le=1)  # dev accuracy with one right and one wrong match added
+    min_coverage: float = Field(0.002, ge=0, le=1)  # share of the unlabeled records a rule must match
+    max_conflict: float = Field(0.5, ge=0, le=1)  # share of its matches that kept rules of other labels may match
+    duplicate_overlap: float = Field(0.9, gt=0, le=1)  # shared matches (Jaccard) at which two rules of a label are one
+    max_lfs: int = Field(50, ge=1)
+    max_attempts: int = Field(2, ge=1, le=10)  # LLM calls per proposal when an answer holds no usable rule
+    sample_size: int = Field(50_000, ge=10)  # unlabeled records the rules are scored on (a seeded sample)
+    seed: int | None = None  # default: the project seed
+
+
 class BootstrapSpec(_Strict):
     """`labelloop bootstrap`: propose a taxonomy from a seeded sample of the records."""
 
@@ -169,7 +195,7 @@ class ProjectConfig(_Strict):
     test: DataSpec | None = None
     taxonomy: Path | list[TaxonomyLabel]  # a YAML file, or the labels inline
     lm: LMSpec = LMSpec()
-    labelers: list[SerializeAsAny[LabelerSpec]] = Field(min_length=1)
+    labelers: list[SerializeAsAny[LabelerSpec]]
     label_model: Literal["snorkel", "majority"] = "snorkel"
     student: StudentSpec = StudentSpec()
     optimize: OptimizeSpec = OptimizeSpec()
@@ -179,6 +205,7 @@ class ProjectConfig(_Strict):
     store: Path = Path(".labelloop/votes.sqlite")
     programs_dir: Path = Path("optimized")  # optimized DSPy programs, one JSON file per labeler
     bootstrap: BootstrapSpec | None = None
+    propose_lfs: ProposeLFsSpec = ProposeLFsSpec()  # labelloop propose-lfs
     llm_budget: LLMBudgetSpec | None = None  # None: every LLM labeler answers every record
     review: ReviewSpec = ReviewSpec()  # reviewed records: gold, and a labeler `reviewed` (labelloop review import)
 
@@ -223,6 +250,14 @@ class ProjectConfig(_Strict):
             where = where.encode("utf-8", "backslashreplace").decode("utf-8")
             raise PydanticCustomError("bad_text", "{where}", {"where": where})
         return raw
+
+    @field_validator("labelers")
+    @classmethod
+    def _some_labeler(cls, v, info: ValidationInfo):
+        """At least one labeler; none is allowed only while the include file that will hold them is still missing."""
+        if not v and not (info.context or {}).get("skip_missing_includes"):
+            raise ValueError("give at least one labeler (e.g. {type: zero_shot})")
+        return v
 
     @field_validator("labelers")
     @classmethod
@@ -288,6 +323,7 @@ def _resolve(cfg: ProjectConfig, base: Path) -> ProjectConfig:
     cfg.review.gold = at(cfg.review.gold)
     if cfg.bootstrap is not None and cfg.bootstrap.output is not None:
         cfg.bootstrap.output = at(cfg.bootstrap.output)
+    cfg.propose_lfs.output = at(cfg.propose_lfs.output)
     for lf in cfg.labelers:
         for name in getattr(lf, "paths", ()):
             setattr(lf, name, at(getattr(lf, name)))
@@ -325,21 +361,82 @@ def read_yaml(path: Path, what: str, hint: str = ""):
         raise ConfigError(f"{what} file {path} cannot be read: {exc.strerror or exc}") from None
 
 
-def parse_config(raw, base_dir: Path = Path("."), source: str = "the config") -> ProjectConfig:
-    """Validate a config mapping (as read from YAML); relative paths resolve against ``base_dir``."""
+INCLUDABLE = ("keywords", "regex")
+
+
+def _included(item: dict, where: str, base: Path, skip_missing: bool) -> list[LabelerSpec]:
+    """The labelers of a ``{include: FILE}`` entry: a YAML list of keyword and regex labelers (no code runs from it)."""
+    if set(item) != {"include"} or not isinstance(item["include"], str) or not item["include"].strip():
+        raise ConfigError(f"{where}: an include entry is `{{include: FILE}}` with a YAML file name and nothing else, got "
+                          f"{item!r}")
+    path = Path(item["include"])
+    path = path if path.is_absolute() else base / path
+    if skip_missing and not path.exists():
+        return []
+    entries = read_yaml(path, f"{where}: included labelers", " (`labelloop propose-lfs CONFIG` writes it)")
+    entries = [] if entries is None else entries
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: expected a YAML list of labelers, got {type(entries).__name__}")
+    specs = []
+    for j, entry in enumerate(entries):
+        problem = _bad_text(entry, f"entry {j}")
+        if problem:
+            raise ConfigError(f"{path}: {problem}")
+        kind = entry.get("type") if isinstance(entry, dict) else None
+        if kind not in INCLUDABLE:
+            raise ConfigError(f"{path}: entry {j}: an included file holds only {' and '.join(INCLUDABLE)} labelers, got "
+                              f"{'type ' + repr(kind) if isinstance(entry, dict) else type(entry).__name__}")
+        try:
+            specs.append(LABELER_TYPES[kind].model_validate(entry))
+        except ValidationError as exc:
+            raise ConfigError(f"{path}: entry {j} ({entry.get('name', 'no name')!r}) is not a valid labeler:\n"
+                              f"{_format_errors(exc)}") from None
+    return specs
+
+
+def _expand_includes(raw: dict, base: Path, skip_missing: bool) -> dict:
+    """``labelers:`` with each ``{include: FILE}`` entry replaced by the file's labelers (paths resolve against ``base``)."""
+    labelers = raw.get("labelers")
+    if not isinstance(labelers, list) or not any(isinstance(x, dict) and "include" in x for x in labelers):
+        return raw
+    expanded = []
+    for i, item in enumerate(labelers):
+        if isinstance(item, dict) and "include" in item:
+            expanded += _included(item, f"labelers.{i}", base, skip_missing)
+        else:
+            expanded.append(item)
+    return {**raw, "labelers": expanded}
+
+
+def included_files(path: Path) -> list[Path]:
+    """The files a config's ``labelers:`` include (``{include: FILE}``), resolved against its folder."""
+    raw = read_yaml(Path(path), "config")
+    labelers = raw.get("labelers") if isinstance(raw, dict) else None
+    return [Path(path).parent / x["include"] for x in labelers or []
+            if isinstance(x, dict) and isinstance(x.get("include"), str)]
+
+
+def parse_config(raw, base_dir: Path = Path("."), source: str = "the config", *,
+                 skip_missing_includes: bool = False) -> ProjectConfig:
+    """Validate a config mapping (as read from YAML); relative paths resolve against ``base_dir``.
+
+    ``skip_missing_includes``: an ``{include: FILE}`` labelers entry whose file does not exist yet adds
+    no labeler instead of stopping (``propose-lfs`` writes that file).
+    """
     if not isinstance(raw, dict):
         raise ConfigError(f"{source} must hold a mapping of config keys, got {type(raw).__name__}")
+    raw = _expand_includes(dict(raw), Path(base_dir), skip_missing_includes)
     try:
-        cfg = ProjectConfig.model_validate(_coerce_paths(dict(raw)))
+        cfg = ProjectConfig.model_validate(_coerce_paths(dict(raw)), context={"skip_missing_includes": skip_missing_includes})
     except ValidationError as exc:
         raise ConfigError(f"{source} is not a valid labelloop config:\n{_format_errors(exc)}") from None
     return _resolve(cfg, Path(base_dir))
 
 
-def load_config(path: Path) -> ProjectConfig:
+def load_config(path: Path, *, skip_missing_includes: bool = False) -> ProjectConfig:
     """Read and validate a project config; errors name the field, what was expected and what arrived."""
     path = Path(path)
-    return parse_config(read_yaml(path, "config"), path.parent, str(path))
+    return parse_config(read_yaml(path, "config"), path.parent, str(path), skip_missing_includes=skip_missing_includes)
 
 
 def config_to_yaml(cfg: ProjectConfig) -> str:

@@ -9,7 +9,7 @@ keep names, counts and paths, not texts or labels. Each flow loads the project i
   so each call is paid once and the run that follows reads every answer from the store.
   The run's scores and labeler summary become table artifacts, beside a markdown artifact with
   the path of its ``report.html`` (``labelloop.flows.report_html.publish_artifacts``): numbers and names.
-- ``optimize_flow``, ``bootstrap_flow``: ``labelloop optimize`` and ``labelloop bootstrap``.
+- ``optimize_flow``, ``bootstrap_flow``, ``propose_lfs_flow``: ``labelloop optimize``, ``bootstrap`` and ``propose-lfs``.
 """
 
 from __future__ import annotations
@@ -164,6 +164,15 @@ def bootstrap_flow(config: str, update: bool = False, show_progress: bool = Fals
     from labelloop.flows.bootstrap import bootstrap_taxonomy
 
     return bootstrap_taxonomy(load_config(Path(config)), update=update, show_progress=show_progress)
+
+
+@flow(name="propose-lfs")
+def propose_lfs_flow(config: str, overwrite: bool = False, show_progress: bool = False):
+    """``labelloop propose-lfs`` as a flow: the LLM writes labeling functions, scored on gold dev, and they are written."""
+    from labelloop.flows.propose_lfs import propose_lfs
+
+    project = load_project(config, skip_missing_includes=True)
+    return propose_lfs(project, overwrite=overwrite, show_progress=show_progress)
 
 
 def serve_schedule(config: str | Path, *, cron: str | None = None, interval: float | None = None, name: str | None = None,

@@ -141,7 +141,8 @@ def check_ids_across(splits: dict[str, pd.DataFrame], sources: dict[str, object]
 
 
 def load_project(config: Path | str | dict, *, base_dir: Path | None = None, data: pd.DataFrame | None = None,
-                 gold: pd.DataFrame | None = None, test: pd.DataFrame | None = None) -> Project:
+                 gold: pd.DataFrame | None = None, test: pd.DataFrame | None = None,
+                 skip_missing_includes: bool = False) -> Project:
     """Load and validate a whole project before anything runs.
 
     Args:
@@ -149,6 +150,8 @@ def load_project(config: Path | str | dict, *, base_dir: Path | None = None, dat
         base_dir: what relative paths in a dict config resolve against (default: the working folder).
         data, gold, test: records as DataFrames, in place of the config's file paths (a dict config
             may then leave out ``data``); columns as the config's ``data`` block names them.
+        skip_missing_includes: an ``{include: FILE}`` labelers entry whose file does not exist adds no labeler
+            (``propose-lfs`` writes that file) instead of stopping.
 
     Returns:
         The project: config, taxonomy, splits and built labelers.
@@ -157,9 +160,9 @@ def load_project(config: Path | str | dict, *, base_dir: Path | None = None, dat
         raw = dict(config)
         if data is not None:
             raw.setdefault("data", {})
-        cfg, config_path = parse_config(raw, base_dir or Path.cwd()), None
+        cfg, config_path = parse_config(raw, base_dir or Path.cwd(), skip_missing_includes=skip_missing_includes), None
     else:
-        cfg, config_path = load_config(Path(config)), Path(config)
+        cfg, config_path = load_config(Path(config), skip_missing_includes=skip_missing_includes), Path(config)
     taxonomy = _taxonomy(cfg)
     multilabel = cfg.task == "multilabel"
     frames = {"train": data, "dev": gold, "test": test}

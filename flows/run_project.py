@@ -168,6 +168,9 @@ def run_project(project: Project, *, train: bool = True, lm=None, show_progress:
                            result.invalid, k)
     for column, counts in (("llm_failures", result.failed), ("truncated", result.truncated)):
         summary[column] = [counts.get(name, "") for name in summary.index]
+    origins = {spec.name: spec.origin for spec in cfg.labelers if getattr(spec, "origin", None)}
+    if origins:  # rules propose-lfs wrote: where each came from
+        summary["origin"] = [origins.get(name, "") for name in summary.index]
     metrics = {
         "name": cfg.name, "task": task.name, "labels": names, "model": cfg.lm.model, "label_model": kind,
         **task.model_info(model), "features": cfg.student.features, "n_train": len(train_votes.ids),

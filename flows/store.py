@@ -223,7 +223,8 @@ class _Immediate:
 
 
 class StepCache(VoteStore):
-    """Bootstrap step answers (name, generate, update, review) and markers, keyed by (step, inputs), in their own table.
+    """Step answers of the generative flows (bootstrap's name, generate, update, review, and markers; propose-lfs's
+    proposals), keyed by (step, inputs), in their own table.
 
     Stores written before this table existed kept them in the vote table: a lookup that misses here
     finds them there and moves them over, so no answer is paid for again.
@@ -239,7 +240,9 @@ class StepCache(VoteStore):
     def get_many(self, version: str, items: list[tuple[str, str]]) -> dict[str, dict]:
         found = self._rows(self.table, version, items)
         missing = [(rid, text) for rid, text in items if rid not in found]
-        legacy = self._rows(VoteStore.table, version, missing) if missing else {}
+        has_votes = self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                     (VoteStore.table,)).fetchone()
+        legacy = self._rows(VoteStore.table, version, missing) if missing and has_votes else {}
         if legacy:
             texts = dict(missing)
             self.put_many(version, [(rid, texts[rid], ans) for rid, ans in legacy.items()])
@@ -398,13 +401,14 @@ def stored_or_asked(store: VoteStore, version: str, items: list[tuple[str, str]]
                             raise
                         error = redact_secrets(f"{type(exc).__name__}: {exc}")  # stored and logged: no credentials
                         if fatal is not None and fatal(exc):
-                            raise LLMUnavailable(f"{name}: the LLM refused the request: {error}") from exc
+                            # from None: the client's own error may hold the credentials that ``error`` masks
+                            raise LLMUnavailable(f"{name}: the LLM refused the request: {error}") from None
                         streak.append((it.rid, it.text, error))
                         logger.warning("%s failed on %s: %s", name, it.rid, error)
                         log.advance(0)
                         if len(streak) >= stop_after:
                             raise LLMUnavailable(f"{name}: {len(streak)} LLM calls in a row failed, so the run stopped "
-                                                 f"(no record is counted as failed); last error: {error}") from exc
+                                                 f"(no record is counted as failed); last error: {error}") from None
                     else:
                         store.put_many(version, [(it.rid, it.text, answer)])  # committed now: a kill loses nothing paid for
                         settle(it, answer)

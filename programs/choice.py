@@ -13,6 +13,7 @@ import re
 import dspy
 from dspy.utils.exceptions import AdapterParseError
 
+from labelloop.programs.guard import guard_inputs
 from labelloop.programs.signatures import AnswerQuestion, classify_signature, closed
 
 TOP_LOGPROBS = 10
@@ -21,14 +22,25 @@ TOP_LOGPROBS = 10
 PROMPT_FORMAT = "compact-json-2"
 
 
-class CompactJSONAdapter(dspy.JSONAdapter):
+class GuardedInputs:
+    """Adapter mixin: record text enters the prompt through ``guard_text``, so it cannot forge the prompt's structure.
+
+    Every user message (the record's and each demo's) is formatted here, so this is the one place
+    a record's text becomes prompt text for every labelloop program (``labelloop.programs.guard``).
+    """
+
+    def format_user_message_content(self, signature, inputs, *args, **kwargs) -> str:
+        return super().format_user_message_content(signature, guard_inputs(inputs), *args, **kwargs)
+
+
+class CompactJSONAdapter(GuardedInputs, dspy.JSONAdapter):
     """DSPy's JSON adapter with a one-line reminder after the record text (programs with free-form answers)."""
 
     def user_message_output_requirements(self, signature) -> str:
         return "Respond with a JSON object with the field(s) " + ", ".join(f"`{f}`" for f in signature.output_fields) + "."
 
 
-class ChoiceAdapter(dspy.JSONAdapter):
+class ChoiceAdapter(GuardedInputs, dspy.JSONAdapter):
     """The prompt of a closed choice: the instructions, one line on the answer, the inputs; nothing after the text.
 
     DSPy's default system message describes every field's type and layout before the instructions

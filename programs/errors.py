@@ -49,6 +49,7 @@ _SECRETS_IN_TEXT = (
     (re.compile(r"(?<![\w.%+-])[\w.%+-]+:[^@\s/:]+@(?=[\w\[])"), "***@"),  # user:password@host
     (re.compile(r"(?i)([?&][\w-]*(?:key|token|secret|password|auth|sig)[\w-]*=)[^&\s'\"]+"), r"\1***"),  # ?api_key=...
     (re.compile(r"(?i)(bearer\s+)[\w.~+/-]+=*"), r"\1***"),  # Authorization: Bearer ...
+    (re.compile(r"\b(sk-(?:[a-z]+-)?)[A-Za-z0-9_-]{8,}"), r"\1***"),  # an OpenAI-style key echoed in an error
 )
 
 
@@ -57,6 +58,8 @@ def redact_secrets(text: str) -> str:
 
     >>> redact_secrets("failed to connect to bob:pw@127.0.0.1:80 (https://h/v1?api_key=k1&x=2), Bearer sk-abc")
     'failed to connect to ***@127.0.0.1:80 (https://h/v1?api_key=***&x=2), Bearer ***'
+    >>> redact_secrets("Incorrect API key provided: sk-proj-AbCdEf123456789")
+    'Incorrect API key provided: sk-proj-***'
     """
     for pattern, replacement in _SECRETS_IN_TEXT:
         text = pattern.sub(replacement, text)

@@ -109,3 +109,46 @@ class ReviewTaxonomy(dspy.Signature):
     taxonomy: str = dspy.InputField(desc="the labels, one JSON object per line")
     problems: str = dspy.InputField(desc="problems with your previous answer, to fix now; 'none' on the first try")
     edits: list = dspy.OutputField(desc=EDITS_DESC)
+
+
+# Labeling functions the LLM writes (labelloop propose-lfs): keyword and regex rules, never code.
+
+
+class KeywordRule(pydantic.BaseModel):
+    any_of: list[str] = pydantic.Field(json_schema_extra={"minItems": 1, "maxItems": 8},
+                                       description="words or short phrases; the rule fires on a text holding one of them")
+    all_of: list[str] = pydantic.Field(default_factory=list, description="words the text must also hold")
+    none_of: list[str] = pydantic.Field(default_factory=list, description="words that stop the rule from firing")
+
+
+# The limits are in the schema only: it becomes the embedded model's grammar (left free, a small model answers an
+# empty list), while an answer from a model the schema does not bind is accepted as it is and trimmed by the program.
+class Keywords(pydantic.RootModel[list[str]]):
+    root: list[str] = pydantic.Field(json_schema_extra={"minItems": 5, "maxItems": 15})
+
+
+class Combinations(pydantic.RootModel[list[KeywordRule]]):
+    root: list[KeywordRule] = pydantic.Field(json_schema_extra={"maxItems": 3})
+
+
+class Patterns(pydantic.RootModel[list[str]]):
+    root: list[str] = pydantic.Field(json_schema_extra={"maxItems": 3})
+
+
+class ProposeRules(dspy.Signature):
+    """Write labeling rules that find the texts of one label of a text classification task. List words and short phrases
+    that often appear in this label's texts (the examples show some) and rarely in the texts of the other labels (the
+    counter-examples show some): each one becomes a rule that votes for the label on any text holding it (whole words,
+    any case). Optionally add a few combinations (a rule that fires when any of its words and all of another list occur,
+    unless one of a third list does) and a few short, simple regular expressions (no nested repetition, no
+    backreferences)."""
+
+    labels: str = dspy.InputField(desc="the task's labels and what each means")
+    label: str = dspy.InputField(desc="the label whose texts the rules must find")
+    examples: str = dspy.InputField(desc="texts of this label that the rules should match")
+    counter_examples: str = dspy.InputField(desc="texts of other labels that the rules must not match")
+    rules_so_far: str = dspy.InputField(desc="rules already kept for this label: propose different ones")
+    problems: str = dspy.InputField(desc="problems with your previous answer, to fix now; 'none' on the first try")
+    keywords: Keywords = dspy.OutputField(desc="distinct words or short phrases, one rule each")
+    combinations: Combinations = dspy.OutputField(desc="may be empty")
+    regex_rules: Patterns = dspy.OutputField(desc="regular expressions; may be empty")

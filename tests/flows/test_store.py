@@ -164,14 +164,19 @@ def test_consecutive_failures_stop_the_run_without_blaming_the_records(tmp_path)
         assert len(calls) == 5 and store.failures("v1", items) == {}
 
 
-def test_a_fatal_error_stops_at_once(tmp_path):
+def test_a_fatal_error_stops_at_once_and_carries_no_credentials(tmp_path):
+    import traceback
+
     def ask(text):
-        raise PermissionError("401 invalid api key")
+        raise PermissionError("401 invalid api key for http://bob:hunter2@h/v1?key=K-PLANTED (sk-proj-PLANTED12345)")
 
     with VoteStore(tmp_path / "votes.sqlite") as store:
-        with pytest.raises(LLMUnavailable, match="refused the request.*invalid api key"):
+        with pytest.raises(LLMUnavailable, match="refused the request.*invalid api key") as info:
             stored_or_asked(store, "v1", [("a", "x"), ("b", "y")], ask, name="x", show_progress=False,
                             fatal=lambda exc: isinstance(exc, PermissionError))
+    printed = "".join(traceback.format_exception(info.value))  # what Python prints for an uncaught error
+    assert "PermissionError" in printed
+    assert [secret for secret in ("hunter2", "K-PLANTED", "PLANTED12345") if secret in printed] == []
 
 
 def test_progress_is_logged_for_runs_without_a_terminal(tmp_path, caplog):
