@@ -156,6 +156,8 @@ class ProposeLFsSpec(_Strict):
     rounds: int = Field(3, ge=1, le=20)
     max_calls: int | None = Field(None, ge=1)  # LLM calls in all (stored proposals count); default (rounds + 1) x labels
     examples: int = Field(8, ge=1, le=50)  # gold dev texts of the label (and as many of others) shown per proposal
+    word_forms: bool = True  # proposed words also match their common inflections (refund: refunds, refunded)
+    min_dev_matches: int = Field(1, ge=0)  # rules matching fewer gold dev records are dropped (0: the label model judges them)
     min_accuracy: float = Field(0.65, ge=0, le=1)  # dev accuracy with one right and one wrong match added
     min_coverage: float = Field(0.002, ge=0, le=1)  # share of the unlabeled records a rule must match
     max_conflict: float = Field(0.5, ge=0, le=1)  # share of its matches that kept rules of other labels may match

@@ -77,7 +77,7 @@ class Candidate:
         if "pattern" in self.rule:
             text = f"regex {self.rule['pattern']}"
         else:
-            text = f"any of [{', '.join(self.rule['words'])}]"
+            text = f"any of [{', '.join(self.rule['words'])}]" + (" (any form)" if self.rule.get("forms") else "")
         if self.rule.get("all_of"):
             text += f" and all of [{', '.join(self.rule['all_of'])}]"
         if self.rule.get("none_of"):
@@ -101,7 +101,7 @@ class ProposeResult:
 
 def matches(rule: dict, texts: list[str]) -> np.ndarray:
     compiled = make_rule(words=rule.get("words"), pattern=rule.get("pattern"), all_of=rule.get("all_of", []),
-                         none_of=rule.get("none_of", []))
+                         none_of=rule.get("none_of", []), forms=rule.get("forms", False))
     return np.fromiter((compiled.matches(t) for t in texts), dtype=bool, count=len(texts))
 
 
@@ -125,9 +125,10 @@ def select(candidates: list[Candidate], spec: ProposeLFsSpec, pool_size: int) ->
 def _why_dropped(c: Candidate, kept: list[Candidate], spec: ProposeLFsSpec, pool_size: int) -> str | None:
     if len(kept) >= spec.max_lfs:
         return f"over max_lfs ({spec.max_lfs})"
-    if c.dev_matched == 0:
-        return "matches no gold dev record, so its accuracy is unknown"
-    if c.smoothed_accuracy < spec.min_accuracy:
+    if c.dev_matched < spec.min_dev_matches:
+        return (f"matches {c.dev_matched} gold dev record(s), below min_dev_matches {spec.min_dev_matches}, so its "
+                "accuracy is unknown")
+    if c.dev_matched and c.smoothed_accuracy < spec.min_accuracy:
         return (f"dev accuracy {c.dev_correct} of {c.dev_matched} (smoothed {c.smoothed_accuracy:.2f}) is below "
                 f"min_accuracy {spec.min_accuracy}")
     n_pool = int(c.pool.sum())
@@ -275,6 +276,7 @@ def propose_lfs(project, *, lm=None, overwrite: bool = False, show_progress: boo
                     summary["calls"] += calls
                     summary["new_calls"] += new
                     for rule in answer["rules"]:
+                        rule = {**rule, "forms": spec.word_forms and "pattern" not in rule}
                         if (label, rule_key(rule)) in seen:
                             continue
                         seen.add((label, rule_key(rule)))
@@ -341,7 +343,8 @@ def _name(kept: list[Candidate], cfg: ProjectConfig) -> None:
 
 
 def _scores(c: Candidate, n_dev: int, n_pool: int) -> str:
-    return (f"dev accuracy {c.dev_correct / c.dev_matched:.2f} ({c.dev_correct} of {c.dev_matched} matched), "
+    accuracy = f"{c.dev_correct / c.dev_matched:.2f}" if c.dev_matched else "unknown"
+    return (f"dev accuracy {accuracy} ({c.dev_correct} of {c.dev_matched} matched), "
             f"dev coverage {c.dev_matched / n_dev:.3f}, unlabeled coverage {int(c.pool.sum()) / max(1, n_pool):.3f}")
 
 
@@ -356,7 +359,7 @@ def lfs_yaml(cfg: ProjectConfig, result: ProposeResult) -> str:
     for c in sorted(result.kept, key=lambda c: (c.label, c.name)):
         entry = {"type": "regex" if "pattern" in c.rule else "keywords", "name": c.name, "label": c.label}
         entry |= {"pattern": c.rule["pattern"]} if "pattern" in c.rule else {"words": c.rule["words"]}
-        entry |= {k: c.rule[k] for k in ("all_of", "none_of") if c.rule.get(k)}
+        entry |= {k: c.rule[k] for k in ("all_of", "none_of", "forms") if c.rule.get(k)}
         entry["origin"] = f"propose-lfs round {c.round}"
         lines.append(f"# {c.label}: {_scores(c, result.dev_records, result.pool_records)}")
         lines.append(yaml.safe_dump([entry], sort_keys=False, allow_unicode=True, default_flow_style=None,

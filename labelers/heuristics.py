@@ -18,14 +18,31 @@ from labelloop.labelers.base import LabelerSpec, register_labeler
 from labelloop.labelers.labels import ABSTAIN, Taxonomy
 from labelloop.programs.errors import ConfigError
 
+_SUFFIX = re.compile(r"(?:ing|ed|es|s|e)$")
+FORMS = "(?:e|es|s|ed|d|ing)?"
 
-def words_pattern(words: list[str] | tuple[str, ...]) -> re.Pattern:
-    """Any of ``words`` (or phrases) as a whole word, case-insensitive.
+
+def word_form(word: str) -> str:
+    """A regex for ``word`` and the common inflections of its last word (``charges``: charge, charged, charging...).
+
+    >>> [bool(re.fullmatch(word_form("charges"), w)) for w in ("charge", "charged", "charging", "charger", "chart")]
+    [True, True, True, False, False]
+    """
+    head, _, last = word.rpartition(" ")
+    stem = _SUFFIX.sub("", last) if len(last) > 4 else last  # short words (bus, use, is) are left whole
+    return re.escape(f"{head} " if head else "") + re.escape(stem) + FORMS
+
+
+def words_pattern(words: list[str] | tuple[str, ...], forms: bool = False) -> re.Pattern:
+    """Any of ``words`` (or phrases) as a whole word, case-insensitive; with ``forms``, in any common inflection.
 
     >>> bool(words_pattern(["money back"]).search("I want my Money back!")), bool(words_pattern(["refund"]).search("refunded"))
     (True, False)
+    >>> bool(words_pattern(["refund"], forms=True).search("refunded"))
+    True
     """
-    return re.compile(r"\b(?:{})\b".format("|".join(re.escape(w) for w in words)), re.IGNORECASE)
+    alternatives = [word_form(w) if forms else re.escape(w) for w in words]
+    return re.compile(r"\b(?:{})\b".format("|".join(alternatives)), re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -42,8 +59,9 @@ class Rule:
 
 
 def make_rule(*, words: list[str] | None = None, pattern: str | None = None, all_of: list[str] = (),
-              none_of: list[str] = (), ignore_case: bool = True) -> Rule:
-    """A rule from keywords (any of them) or a regular expression, with optional ``all_of`` / ``none_of`` words.
+              none_of: list[str] = (), forms: bool = False, ignore_case: bool = True) -> Rule:
+    """A rule from keywords (any of them) or a regular expression, with optional ``all_of`` / ``none_of`` words
+    (``forms``: every word matches in its common inflections too).
 
     >>> rule = make_rule(words=["free"], all_of=["iphone"], none_of=["not"])
     >>> rule.matches("Win a FREE iPhone"), rule.matches("free stuff"), rule.matches("not a free iphone")
@@ -57,13 +75,13 @@ def make_rule(*, words: list[str] | None = None, pattern: str | None = None, all
     if words is not None:
         if not words:
             raise ValueError("words: expected at least one word")
-        compiled = words_pattern(words)
+        compiled = words_pattern(words, forms)
     else:
         try:
             compiled = re.compile(pattern, re.IGNORECASE if ignore_case else 0)
         except re.error as exc:
             raise ValueError(f"invalid pattern {pattern!r}: {exc}") from None
-    return Rule(compiled, tuple(words_pattern([w]) for w in all_of), words_pattern(none_of) if none_of else None)
+    return Rule(compiled, tuple(words_pattern([w], forms) for w in all_of), words_pattern(none_of, forms) if none_of else None)
 
 
 def _rule_vote(x, rule: Rule, label: int) -> int:
@@ -108,6 +126,7 @@ class _RuleSpec(LabelerSpec):
     label: str
     all_of: list[str] = []  # words that must each occur too
     none_of: list[str] = []  # words that stop the rule from voting
+    forms: bool = False  # words also match in their common inflections (refund: refunds, refunded, refunding)
     origin: str | None = None  # where the rule came from (propose-lfs writes it), shown in the report
 
     def rule(self) -> Rule:
@@ -127,7 +146,7 @@ class KeywordLF(_RuleSpec):
     words: list[str] = Field(min_length=1)
 
     def rule(self) -> Rule:
-        return make_rule(words=self.words, all_of=self.all_of, none_of=self.none_of)
+        return make_rule(words=self.words, all_of=self.all_of, none_of=self.none_of, forms=self.forms)
 
 
 @register_labeler
@@ -136,4 +155,4 @@ class RegexLF(_RuleSpec):
     pattern: str
 
     def rule(self) -> Rule:
-        return make_rule(pattern=self.pattern, all_of=self.all_of, none_of=self.none_of)
+        return make_rule(pattern=self.pattern, all_of=self.all_of, none_of=self.none_of, forms=self.forms)
