@@ -93,16 +93,17 @@ def _with_labelers(project, llm, heuristic):
 
 
 def _generated_lfs(project, output: Path) -> list:
-    from labelloop.flows.config import _included
+    from labelloop.flows.config import included_labelers
 
-    return [lf for spec in _included({"include": str(output)}, "generated", output.parent, False)
+    return [lf for spec in included_labelers({"include": str(output)}, "generated", output.parent, False)
             for lf in spec.build(project.taxonomy)]
 
 
 VARIANTS = {"word_forms, min_dev_matches 1": {"word_forms": True, "min_dev_matches": 1},
             "word_forms, min_dev_matches 0": {"word_forms": True, "min_dev_matches": 0},
             "whole words, min_dev_matches 1": {"word_forms": False, "min_dev_matches": 1},
-            "word_forms, min_dev_matches 1, 6 rounds": {"word_forms": True, "min_dev_matches": 1, "rounds": 6}}
+            "word_forms, min_dev_matches 1, 6 rounds": {"word_forms": True, "min_dev_matches": 1, "rounds": 6},
+            "word_forms, min_dev_matches 1, 16 examples": {"word_forms": True, "min_dev_matches": 1, "examples": 16}}
 
 
 def settings_on_holdout(project, holdout, seed: int) -> dict:

@@ -366,7 +366,7 @@ def read_yaml(path: Path, what: str, hint: str = ""):
 INCLUDABLE = ("keywords", "regex")
 
 
-def _included(item: dict, where: str, base: Path, skip_missing: bool) -> list[LabelerSpec]:
+def included_labelers(item: dict, where: str, base: Path, skip_missing: bool) -> list[LabelerSpec]:
     """The labelers of a ``{include: FILE}`` entry: a YAML list of keyword and regex labelers (no code runs from it)."""
     if set(item) != {"include"} or not isinstance(item["include"], str) or not item["include"].strip():
         raise ConfigError(f"{where}: an include entry is `{{include: FILE}}` with a YAML file name and nothing else, got "
@@ -404,7 +404,7 @@ def _expand_includes(raw: dict, base: Path, skip_missing: bool) -> dict:
     expanded = []
     for i, item in enumerate(labelers):
         if isinstance(item, dict) and "include" in item:
-            expanded += _included(item, f"labelers.{i}", base, skip_missing)
+            expanded += included_labelers(item, f"labelers.{i}", base, skip_missing)
         else:
             expanded.append(item)
     return {**raw, "labelers": expanded}
