@@ -103,7 +103,8 @@ VARIANTS = {"word_forms, min_dev_matches 1": {"word_forms": True, "min_dev_match
             "word_forms, min_dev_matches 0": {"word_forms": True, "min_dev_matches": 0},
             "whole words, min_dev_matches 1": {"word_forms": False, "min_dev_matches": 1},
             "word_forms, min_dev_matches 1, 6 rounds": {"word_forms": True, "min_dev_matches": 1, "rounds": 6},
-            "word_forms, min_dev_matches 1, 16 examples": {"word_forms": True, "min_dev_matches": 1, "examples": 16}}
+            "word_forms, min_dev_matches 1, 16 examples": {"word_forms": True, "min_dev_matches": 1, "examples": 16},
+            "word_forms, min_dev_matches 1, 2 samples": {"word_forms": True, "min_dev_matches": 1, "samples": 2}}
 
 
 def settings_on_holdout(project, holdout, seed: int) -> dict:

@@ -154,8 +154,9 @@ class ProposeLFsSpec(_Strict):
 
     output: Path = Path("generated_lfs.yaml")  # the labelers file the config includes (`{include: generated_lfs.yaml}`)
     rounds: int = Field(3, ge=1, le=20)
-    max_calls: int | None = Field(None, ge=1)  # LLM calls in all (stored proposals count); default (rounds + 1) x labels
+    max_calls: int | None = Field(None, ge=1)  # LLM calls in all, stored ones included; default (rounds + 1) x labels x samples
     examples: int = Field(8, ge=1, le=50)  # gold dev texts of the label (and as many of others) shown per proposal
+    samples: int = Field(1, ge=1, le=10)  # proposals per label and round, each shown another seeded sample of texts
     word_forms: bool = True  # proposed words also match their common inflections (refund: refunds, refunded)
     min_dev_matches: int = Field(1, ge=0)  # rules matching fewer gold dev records are dropped (0: the label model judges them)
     min_accuracy: float = Field(0.65, ge=0, le=1)  # dev accuracy with one right and one wrong match added

@@ -182,14 +182,14 @@ def _rng(seed: int, *parts) -> random.Random:
 
 
 def proposal_inputs(label: str, round_: int, taxonomy_text: str, dev_texts: list[str], gold: list[str],
-                    outcome: list[str | None], kept: list[Candidate], n: int, seed: int) -> dict | None:
+                    outcome: list[str | None], kept: list[Candidate], n: int, seed: int, sample: int = 0) -> dict | None:
     """What the LLM is shown for ``label`` in a round; None when the kept rules already get all its dev records right."""
     mine = [i for i, g in enumerate(gold) if g == label]
     if round_ > 1:
         mine = [i for i in mine if outcome[i] != label]  # missed or wrong
         if not mine:
             return None
-    rng = _rng(seed, label, round_)
+    rng = _rng(seed, label, round_, sample) if sample else _rng(seed, label, round_)
     rng.shuffle(mine)
     wrongly = [i for i, g in enumerate(gold) if g != label and any(c.dev[i] for c in kept if c.label == label)]
     rest = [i for i, g in enumerate(gold) if g != label and i not in wrongly]
@@ -234,7 +234,7 @@ def propose_lfs(project, *, lm=None, overwrite: bool = False, show_progress: boo
     pool_texts = [t for rid, t in zip(splits["train"]["id"], splits["train"]["text"]) if rid not in dev_ids]
     if len(pool_texts) > spec.sample_size:
         pool_texts = random.Random(seed).sample(pool_texts, spec.sample_size)
-    budget = spec.max_calls or (spec.rounds + 1) * len(names)
+    budget = spec.max_calls or (spec.rounds + 1) * len(names) * spec.samples
     taxonomy_text = "\n".join(f"- {n}: {d}" if d else f"- {n}" for n, d in zip(names, project.taxonomy.descriptions))
     built = {}
 
@@ -259,7 +259,7 @@ def propose_lfs(project, *, lm=None, overwrite: bool = False, show_progress: boo
         for round_ in range(1, spec.rounds + 1):
             outcome = dev_outcome(kept, gold)
             asks = [(label, proposal_inputs(label, round_, taxonomy_text, dev_texts, gold, outcome, kept, spec.examples,
-                                            seed)) for label in names]
+                                            seed, sample)) for label in names for sample in range(spec.samples)]
             asks = [(label, inputs) for label, inputs in asks if inputs is not None]
             if not asks:
                 stop = "the kept rules get every gold dev record right"
@@ -272,7 +272,8 @@ def propose_lfs(project, *, lm=None, overwrite: bool = False, show_progress: boo
                         break
                     answer, calls, new = _ask(program, inputs, label, round_, get_lm, cache, version)
                     spent, this_run = spent + calls, this_run + new
-                    summary["labels_asked"].append(label)
+                    if label not in summary["labels_asked"]:
+                        summary["labels_asked"].append(label)
                     summary["calls"] += calls
                     summary["new_calls"] += new
                     for rule in answer["rules"]:
@@ -320,7 +321,7 @@ def _ask(program: RuleProposer, inputs: dict, label: str, round_: int, get_lm, c
             proposal = program(**inputs).to_dict()
         return proposal, proposal["calls"]
 
-    item = [(f"{label} round {round_}", json.dumps(inputs, sort_keys=True))]
+    item = [(f"{label} round {round_}", json.dumps(inputs, sort_keys=True))]  # the inputs tell samples apart
     got = stored_or_asked(cache, version, item, ask, name=f"propose {label}", show_progress=False, tolerate_errors=False)
     answer = got.answers[item[0][0]]
     return answer, int(answer.get("calls", 0)), got.calls

@@ -138,6 +138,15 @@ def test_the_budget_bounds_the_calls(example_project):
     assert engine.calls == result.llm_calls == 3 and "budget" in result.stop_reason
 
 
+def test_several_samples_per_label_see_other_texts(example_project):
+    _with(example_project, propose_lfs={"samples": 2, "rounds": 1})
+    engine = ProposalEngine()
+    result = _propose(example_project, engine)
+    assert engine.calls == result.llm_calls == 10  # 5 labels x 2 samples
+    billing = [content for label, content in engine.asked if label == "billing"]
+    assert len(billing) == 2 and billing[0] != billing[1]
+
+
 def test_later_rounds_show_the_misses_and_stop_when_nothing_improves(example_project):
     answers = {label: [answer, rules("zzz never matches")] for label, answer in EXAMPLE_ANSWERS.items()}
     engine = ProposalEngine(answers)
