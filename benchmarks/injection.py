@@ -514,8 +514,8 @@ def crafted_model_files(folder: Path) -> dict[str, Path]:
     import numpy as np
     import skops.io as sio
 
-    from labelloop.flows.predict import file_sha256
     from labelloop.labelers.student import make_student
+    from labelloop.programs.digest import file_sha256
 
     genuine = sio.dumps(_toy_student())
     unknown_package = make_student("tfidf+embeddings")

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from labelloop.flows.io import atomic_path
+from labelloop.programs.digest import file_sha256
 from labelloop.programs.errors import ConfigError
 
 log = logging.getLogger("labelloop.export")
@@ -355,17 +356,11 @@ def to_onnx(student):
                         "(calibrated: the run's temperature applied) and 'label' (index into the labels in metadata)")
     info = student.info
     meta = {"labels": json.dumps(labels), "task": "multiclass", "temperature": repr(temperature),
-            "threshold": repr(float(student.threshold)), "model_sha256": info.get("model_sha256") or _sha256(student.path),
+            "threshold": repr(float(student.threshold)), "model_sha256": info.get("model_sha256") or file_sha256(student.path),
             "features": "tfidf", "name": str(info.get("name") or ""), "labelloop_version": _version()}
     oh.set_model_props(model, meta)
     onnx.checker.check_model(model)
     return model
-
-
-def _sha256(path: Path) -> str:
-    from labelloop.flows.predict import file_sha256
-
-    return file_sha256(path)
 
 
 def _version() -> str:

@@ -17,6 +17,7 @@ from labelloop.flows.config import DataSpec
 from labelloop.flows.io import atomic_path, records_frame
 from labelloop.labelers.student import predict_proba_full
 from labelloop.labelers.tasks import TASKS
+from labelloop.programs.digest import file_sha256
 from labelloop.programs.errors import ConfigError, DataError
 
 # The only types a labelloop student file may hold besides skops' own defaults (scikit-learn's pipelines,
@@ -89,16 +90,6 @@ def _check_packages(student, path: Path) -> None:
         if (name == "package" or name.endswith("__package")) and value not in KNOWN_EMBEDDERS:
             raise ConfigError(f"{path} names the embedding package {value!r}, not one labelloop knows "
                               f"({', '.join(KNOWN_EMBEDDERS)}); refusing to load it")
-
-
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass

@@ -16,12 +16,13 @@ from labelloop.flows.audit import gold_quality
 from labelloop.flows.config import config_to_yaml
 from labelloop.flows.io import atomic_path, write_frame, write_json, write_text
 from labelloop.flows.label_dataset import LabelingResult, label_dataset
-from labelloop.flows.predict import file_sha256, load_student, save_student
+from labelloop.flows.predict import load_student, save_student
 from labelloop.flows.project import Project
 from labelloop.flows.report import render_model_card, render_report
 from labelloop.flows.report_html import report_inputs, write_html_report
 from labelloop.flows.review import label_issues, review_metrics, reviewed_probabilities
 from labelloop.flows.store import text_hash
+from labelloop.programs.digest import file_sha256
 from labelloop.programs.errors import StateError
 
 logger = logging.getLogger("labelloop")

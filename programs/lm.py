@@ -22,6 +22,7 @@ import pydantic
 from dspy._vendor.lm15.types import TokenLogprob, TopLogprob
 from dspy.lm15 import Message, Response, TextPart, Usage
 
+from labelloop.programs.digest import file_sha256
 from labelloop.programs.errors import ModelNotAvailable
 
 
@@ -80,14 +81,6 @@ def _part_files(model: EmbeddedModel) -> list[Path]:
     return files
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _model_cache(cache_dir: Path | None = None) -> Path:
     return Path(cache_dir or os.environ.get("LABELLOOP_MODEL_CACHE", Path.home() / ".cache/labelloop/models"))
 
@@ -106,7 +99,7 @@ def file_digest(path: Path, cache_dir: Path | None = None) -> str:
             return known["sha256"]
     except (OSError, ValueError):
         pass
-    return _remember_digest(path, _sha256(path), cache_dir)
+    return _remember_digest(path, file_sha256(path), cache_dir)
 
 
 def _digest_record(path: Path, cache_dir: Path | None) -> tuple[Path, dict]:

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from labelloop.flows.config import parse_config
-from labelloop.flows.predict import file_sha256, load_student, predict, save_student
+from labelloop.flows.predict import load_student, predict, save_student
 from labelloop.labelers.student import FinetunedEncoder, fit_student, make_student, predict_proba_full
+from labelloop.programs.digest import file_sha256
 from labelloop.programs.errors import ConfigError
 
 REFUND = ["refund my money", "charged twice, refund please", "the invoice is wrong, refund it",

@@ -109,8 +109,8 @@ def test_an_assembled_model_changed_on_disk_is_checked_again_and_rebuilt(tmp_pat
     _fake_model(tmp_path, monkeypatch, [b"GGUF-a", b"-b"])
     path = embedded_model_path("fake", cache_dir=tmp_path / "cache")
     hashed = []
-    real = lm_mod._sha256
-    monkeypatch.setattr(lm_mod, "_sha256", lambda p: hashed.append(p) or real(p))
+    real = lm_mod.file_sha256
+    monkeypatch.setattr(lm_mod, "file_sha256", lambda p: hashed.append(p) or real(p))
     assert embedded_model_path("fake", cache_dir=tmp_path / "cache") == path and hashed == []  # digest remembered
     path.write_bytes(b"EVIL-a-b")
     os.utime(path, ns=(1, 1))
