@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from labelloop.flows.config import ConfigError, DataSpec
-from labelloop.flows.io import atomic_path, check_labels, read_records, write_frame, write_json, write_text
+from labelloop.flows.io import atomic_path, check_labels, id_text, read_records, write_frame, write_json, write_text
 from labelloop.labelers.labels import ABSTAIN
 from labelloop.programs.errors import DataError, StateError
 
@@ -581,7 +581,7 @@ def check_answers(path: Path, answers: list[_Answer], project) -> pd.DataFrame:
     text_by_id = dict(zip(train["id"], train["text"]))
     problems, seen, rows = [], {}, []
     for a in answers:
-        rid = "" if a.id is None else (str(int(a.id)) if isinstance(a.id, float) and a.id.is_integer() else str(a.id)).strip()
+        rid = "" if a.id is None else id_text(a.id).strip()
         where = f"{a.where} (id {rid!r})" if rid else a.where
         if not rid:
             problems.append(f"{a.where}: field 'id' is missing or empty")
