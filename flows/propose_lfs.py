@@ -255,9 +255,9 @@ def propose_lfs(project, *, lm=None, overwrite: bool = False, show_progress: boo
     spent = this_run = 0
     stop = f"all {spec.rounds} rounds done"
     best = -1
+    outcome = dev_outcome(kept, gold)  # then the kept set's, from the end of each round
     try:
         for round_ in range(1, spec.rounds + 1):
-            outcome = dev_outcome(kept, gold)
             asks = [(label, proposal_inputs(label, round_, taxonomy_text, dev_texts, gold, outcome, kept, spec.examples,
                                             seed, sample)) for label in names for sample in range(spec.samples)]
             asks = [(label, inputs) for label, inputs in asks if inputs is not None]
