@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from labelloop.flows.project import Project
+from labelloop.labelers.quality import flag_label_issues
 from labelloop.programs.errors import ConfigError
 
 logger = logging.getLogger("labelloop")
@@ -70,8 +70,9 @@ def gold_quality(project: Project, result, model, student, calibration: dict | N
 
     Returns:
         The ``gold_issues.csv`` frame (None when there is nothing to write) and ``metrics["gold_quality"]``:
-        ``{split: {n, scored, flagged}, "rule": ...}``, or ``{"skipped": why}``. ``score`` is cleanlab's
-        label quality score (self-confidence: the models' probability of the gold label; low = likely
+        ``{split: {n, scored, flagged}, "rule": ...}`` (and ``"flags": "none: why"`` when confident learning
+        could not run, e.g. gold of a single class: nothing is flagged then), or ``{"skipped": why}``.
+        ``score`` is cleanlab's label quality score (self-confidence: the models' probability of the gold label; low = likely
         wrong), ``ranked`` the record's place in its split by score (1 = the most likely wrong),
         ``suggested_label`` the models' most probable label.
     """
@@ -81,7 +82,6 @@ def gold_quality(project: Project, result, model, student, calibration: dict | N
     if not any(project.gold(split) for split in GOLD_SPLITS):
         return None, {"skipped": "no gold dev or test records"}
     try:
-        from cleanlab.filter import find_label_issues
         from cleanlab.rank import get_label_quality_scores
     except ImportError:
         return None, {"skipped": "cleanlab is not installed (pip install 'cleanlab>=2.6')"}
@@ -101,12 +101,12 @@ def gold_quality(project: Project, result, model, student, calibration: dict | N
     frame = pd.concat(frames, ignore_index=True)
     frame["flagged"] = False
     scored = frame["source"] != ""
+    why_none = None  # why no label could be flagged, when that is so
     if scored.sum() >= 2:
-        with warnings.catch_warnings():  # small gold sets: cleanlab warns about classes with few labels
-            warnings.simplefilter("ignore")
-            frame.loc[scored, "flagged"] = find_label_issues(frame.loc[scored, "_y"].to_numpy(),
-                                                             np.stack(frame.loc[scored, "_P"].to_list()),
-                                                             filter_by="prune_by_noise_rate", n_jobs=1)
+        frame.loc[scored, "flagged"], why_none = flag_label_issues(frame.loc[scored, "_y"].to_numpy(),
+                                                                   np.stack(frame.loc[scored, "_P"].to_list()))
+    else:
+        why_none = f"only {int(scored.sum())} gold record(s) scored, it needs at least 2"
     frame["ranked"] = frame.groupby("split")["score"].rank(method="first").astype("Int64")
     frame = frame.sort_values(["split", "ranked"], na_position="last", kind="stable")
     metrics = {split: {"n": int((frame["split"] == split).sum()),
@@ -114,6 +114,8 @@ def gold_quality(project: Project, result, model, student, calibration: dict | N
                        "flagged": int((frame["flagged"] & (frame["split"] == split)).sum())}
                for split in frame["split"].unique()}
     metrics["rule"] = FLAG_RULE
+    if why_none is not None:
+        metrics["flags"] = f"none: confident learning could not run ({why_none})"
     return frame[ISSUE_COLUMNS].reset_index(drop=True), metrics
 
 

@@ -32,7 +32,9 @@ import pandas as pd
 logger = logging.getLogger("labelloop")
 
 ISSUES_FILE = "label_issues.csv"  # written into the run folder by the label-quality ranking, when it runs
-MAX_ISSUES = 25  # rows of it shown
+GOLD_ISSUES_FILE = "gold_issues.csv"  # written into the run folder by every multi-class run with gold (flows/audit.py)
+MAX_ISSUES = 25  # rows of either shown
+GOLD_ISSUE_COLUMNS = ["split", "id", "text", "gold_label", "suggested_label", "score", "flagged"]
 MAX_TEXT = 200  # characters of a record text shown
 MAX_BARS = 40  # categories in one bar chart (labels by frequency)
 MAX_CONFUSION = 25  # classes in the confusion matrix (by gold frequency)
@@ -543,9 +545,10 @@ def _calibration(inputs: ReportInputs, metrics: dict) -> str:
             f'<div class="row">{svg}{table if rows else ""}</div>')
 
 
-def read_issues(run_dir: Path, limit: int = MAX_ISSUES) -> pd.DataFrame | None:
-    """The first rows of ``label_issues.csv`` in the run folder, or None when it is not there."""
-    path = Path(run_dir) / ISSUES_FILE
+def read_issues(run_dir: Path, limit: int | None = MAX_ISSUES, file: str = ISSUES_FILE) -> pd.DataFrame | None:
+    """The first ``limit`` rows (all when None) of ``file`` (default ``label_issues.csv``) in the run folder, as
+    text, or None when it is not there."""
+    path = Path(run_dir) / file
     if not path.is_file():
         return None
     return pd.read_csv(path, dtype=str, keep_default_na=False, nrows=limit)
@@ -558,10 +561,37 @@ def _cell(value: str):
     return _short(value, MAX_TEXT)
 
 
+def _cells(frame: pd.DataFrame) -> list[dict]:
+    """The first ``MAX_ISSUES`` rows of an issues CSV as table rows (see ``_cell``)."""
+    return [{str(c): _cell(str(v)) for c, v in row.items()} for row in frame.head(MAX_ISSUES).to_dict("records")]
+
+
 def _issues(issues: pd.DataFrame) -> str:
-    rows = [{str(c): _cell(str(v)) for c, v in row.items()} for row in issues.head(MAX_ISSUES).to_dict("records")]
+    rows = _cells(issues)
     return (f'<p class="note">The first {len(rows)} rows of <code>{ISSUES_FILE}</code> in the run folder: training '
             "records whose weak label is most likely wrong. Texts are shortened.</p>" + _table(rows, cls="issues"))
+
+
+def _gold_issues(frame: pd.DataFrame | None, quality: dict) -> str:
+    """The gold labels the run's models disagree with: flagged rows first, then the lowest scores."""
+    if quality.get("skipped"):
+        return f'<p class="note">Gold labels were not checked: {_e(quality["skipped"])}.</p>'
+    if frame is None:
+        return f'<p class="note"><code>{GOLD_ISSUES_FILE}</code> is not in the run folder.</p>'
+    counts = "; ".join(f"{_e(split)}: <b>{_e(_fmt(q.get('flagged')))}</b> of {_e(_fmt(q.get('n')))} flagged "
+                       f"({_e(_fmt(q.get('scored')))} scored)" for split, q in quality.items() if isinstance(q, dict))
+    rule = f" A label is flagged by {_e(quality['rule'])}." if quality.get("rule") else ""
+    flags = f" Flags: {_e(quality['flags'])}." if quality.get("flags") else ""
+    unflagged = ~frame["flagged"].astype(str).str.lower().eq("true").to_numpy()
+    score = pd.to_numeric(frame["score"], errors="coerce").to_numpy(dtype=float)
+    order = pd.DataFrame({"unflagged": unflagged, "score": score}).sort_values(["unflagged", "score"],
+                                                                             na_position="last", kind="stable").index
+    rows = _cells(frame.iloc[order][[c for c in GOLD_ISSUE_COLUMNS if c in frame.columns]])
+    return (f'<p class="note"><code>{GOLD_ISSUES_FILE}</code> in the run folder scores every gold dev and test label '
+            "by the run's models (score: their probability of the gold label; low = likely wrong)." + rule + flags
+            + (f" Per split: {counts}." if counts else "")
+            + f" Below: the first {len(rows)} of {len(frame):,} rows, flagged first, then the lowest scores. "
+            "Texts are shortened.</p>" + _table(rows, cls="issues"))
 
 
 def _plot(what: str, fn: Callable, *args, **kwargs):
@@ -649,13 +679,16 @@ footer{color:var(--muted);font-size:12px;margin-top:40px}
 
 
 def render_html_report(name: str, metrics: dict, summary: pd.DataFrame, inputs: ReportInputs | None = None, *,
-                       issues: pd.DataFrame | None = None, run_name: str | None = None) -> str:
+                       issues: pd.DataFrame | None = None, gold_issues: pd.DataFrame | None = None,
+                       run_name: str | None = None) -> str:
     """The report as one self-contained HTML page (inline CSS and SVG, no scripts, no external resources).
 
     Args:
         name: the project's name. metrics: the run's ``metrics.json``. summary: the labeler summary (indexed by labeler).
         inputs: what the plots need beyond those (``report_inputs``); without it only the tables and labeler plots.
         issues: rows of ``label_issues.csv`` to show, when the run folder has one.
+        gold_issues: the rows of ``gold_issues.csv`` (all of them: the flagged ones are picked here), when the run
+            folder has one; the section is left out when neither it nor ``metrics["gold_quality"]`` is there.
         run_name: the run folder's name.
     """
     labels = list(inputs.labels if inputs is not None else metrics.get("labels") or [])
@@ -677,6 +710,9 @@ def render_html_report(name: str, metrics: dict, summary: pd.DataFrame, inputs: 
                                  + confusion_table(inputs.gold, np.asarray(inputs.student_proba).argmax(axis=1), labels)))
     if has_gold:
         sections.append(("calibration", "Calibration of the student", lambda: _calibration(inputs, metrics)))
+    if gold_issues is not None or metrics.get("gold_quality"):
+        sections.append(("gold-issues", "Likely errors in your gold labels",
+                         lambda: _gold_issues(gold_issues, metrics.get("gold_quality") or {})))
     body, nav = [], []
     for anchor, title, build in sections:
         link, section = _section(anchor, title, build)
@@ -704,7 +740,11 @@ def write_html_report(run_dir: Path, name: str, metrics: dict, summary: pd.DataF
 
     try:
         issues = _attempt(f"the rows of {ISSUES_FILE}", read_issues, run_dir)
-        text = render_html_report(name, metrics, summary, inputs, issues=issues, run_name=Path(run_dir).name)
+        # run_project writes gold_issues.csv before report.html; all rows: the flagged ones are picked when drawn
+        gold_issues = _attempt(f"the rows of {GOLD_ISSUES_FILE}", read_issues, run_dir, limit=None,
+                               file=GOLD_ISSUES_FILE)
+        text = render_html_report(name, metrics, summary, inputs, issues=issues, gold_issues=gold_issues,
+                                  run_name=Path(run_dir).name)
         return write_text(Path(run_dir) / "report.html", text)
     except Exception as exc:  # noqa: BLE001 - the run folder is complete without it
         logger.warning("report.html not written: %s: %s", type(exc).__name__, exc)

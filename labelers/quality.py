@@ -155,23 +155,46 @@ def find_issues(P_label_model: np.ndarray, P_oof: np.ndarray, *, multilabel: boo
 
     Only the out-of-fold opinion goes in: the label model's own probabilities made the labels, and mixing
     them in lifts every given label and hides the issues (on the synthetic set of the tests, 1 flipped
-    label of 9 flagged with a tenth of them mixed in, 8 of 9 without).
+    label of 9 flagged with a tenth of them mixed in, 8 of 9 without). Multi-class goes through
+    ``flag_label_issues`` (``prune_by_noise_rate``, cleanlab's default); a refused input flags nothing.
     """
     P_label_model, P_oof = np.asarray(P_label_model, dtype=float), np.asarray(P_oof, dtype=float)
     given = given_labels(P_label_model, multilabel) if given is None else given
+    if not multilabel:
+        return flag_label_issues(given, P_oof)[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            if multilabel:
-                from cleanlab.multilabel_classification.filter import find_label_issues
+            from cleanlab.multilabel_classification.filter import find_label_issues
 
-                # n_jobs=1: cleanlab's worker pool loses its globals in a Prefect-served process (NameError)
-                return np.asarray(find_label_issues(given, _clip(P_oof), n_jobs=1), dtype=bool)
-            from cleanlab.filter import find_label_issues
-
-            return np.asarray(find_label_issues(np.asarray(given), _normalise(P_oof), n_jobs=1), dtype=bool)
+            # n_jobs=1: cleanlab's worker pool loses its globals in a Prefect-served process (NameError)
+            return np.asarray(find_label_issues(given, _clip(P_oof), n_jobs=1), dtype=bool)
         except (ValueError, AssertionError, IndexError):  # a class with too few records for confident learning
             return np.zeros(len(P_label_model), dtype=bool)
+
+
+FILTER_BY = "prune_by_noise_rate"  # cleanlab's default confident-learning filter
+
+
+def flag_label_issues(given, pred_probs: np.ndarray, *, filter_by: str = FILTER_BY) -> tuple[np.ndarray, str | None]:
+    """Multi-class: cleanlab's ``find_label_issues`` (confident learning) on ``given`` label ids under
+    ``pred_probs`` (rows are normalised to sum to one); the one place that calls it.
+
+    Returns:
+        (boolean mask of the flagged records, None), or (all False, why) when cleanlab refuses the input:
+        e.g. the labels hold a single class other than the first, or a class has too few records.
+    """
+    given = np.asarray(given)
+    with warnings.catch_warnings():  # small sets: cleanlab warns about classes with few labels
+        warnings.simplefilter("ignore")
+        try:
+            from cleanlab.filter import find_label_issues
+
+            # n_jobs=1: cleanlab's worker pool loses its globals in a Prefect-served process (NameError)
+            return np.asarray(find_label_issues(given, _normalise(pred_probs), filter_by=filter_by, n_jobs=1),
+                              dtype=bool), None
+        except (ValueError, AssertionError, IndexError) as exc:  # a class with too few records for confident learning
+            return np.zeros(len(given), dtype=bool), f"{type(exc).__name__}: {exc}".strip()
 
 
 def auroc(score: np.ndarray, positive: np.ndarray) -> float:

@@ -70,6 +70,25 @@ def test_label_only_run_scores_gold_by_the_label_model(tmp_path):
     assert quality["dev"]["scored"] == int(((issues["split"] == "dev") & (issues["source"] != "")).sum()) < 40
 
 
+def test_gold_of_one_class_is_scored_and_the_missing_flags_are_explained(tmp_path):
+    # a small gold set of one label only (not the taxonomy's first): cleanlab's find_label_issues refuses it
+    # ("Labels must contain at least 2 classes"); the run used to crash there
+    gold = {s: f[f["label"] == "shipping"] for s, f in _gold(flip=False).items()}
+    records = pd.read_json(EXAMPLE / "records.jsonl", lines=True)
+    project = labelloop.load_project(heuristic_config(), base_dir=tmp_path, data=records, gold=gold["dev"],
+                                     test=gold["test"])
+    run_dir = labelloop.run(project, show_progress=False)
+
+    issues = pd.read_csv(run_dir / "gold_issues.csv", dtype={"id": str})
+    assert len(issues) == len(gold["dev"]) + len(gold["test"])
+    assert (issues["gold_label"] == "shipping").all() and not issues["flagged"].any()
+    assert issues["score"].between(0, 1).all()  # the quality scores are still there, only the flags are not
+    quality = json.loads((run_dir / "metrics.json").read_text())["gold_quality"]
+    assert quality["dev"] == {"n": len(gold["dev"]), "scored": len(gold["dev"]), "flagged": 0}
+    assert quality["test"]["n"] == len(gold["test"]) and quality["test"]["flagged"] == 0
+    assert quality["flags"].startswith("none: ") and "2 classes" in quality["flags"]  # says why nothing is flagged
+
+
 def test_multilabel_gold_is_skipped_with_a_note(multilabel_project):
     from labelloop.flows.audit import gold_quality
 

@@ -50,6 +50,14 @@ def test_a_run_writes_one_self_contained_report_with_every_section(trained_run):
         assert name in page
     assert ('<section id="issues">' in page) == (trained_run / "label_issues.csv").is_file()  # the run's ranking
     assert (trained_run / "report.md").is_file()  # the Markdown report is still written
+    # the gold labels the run's models disagree with: read from gold_issues.csv, flagged first, then the lowest scores
+    gold = pd.read_csv(trained_run / "gold_issues.csv", dtype={"id": str})
+    first = gold.sort_values(["flagged", "score"], ascending=[False, True], kind="stable").iloc[0]
+    section = page[page.index('<section id="gold-issues">'):]
+    section = section[:section.index("</section>")]
+    assert "Likely errors in your gold labels" in section and 'href="#gold-issues"' in page
+    assert section.index(f"<td>{first['id']}</td>") < section.index("</tr>", section.index("<tbody>"))  # first row
+    assert f"dev: <b>{metrics['gold_quality']['dev']['flagged']}</b> of 40 flagged" in section
 
 
 def test_record_texts_are_escaped_in_the_likely_wrong_labels(tmp_path):
@@ -77,6 +85,66 @@ def test_record_texts_are_escaped_in_the_likely_wrong_labels(tmp_path):
     fresh = render_html_report("deploy", json.loads((run_dir / "metrics.json").read_text()), summary,
                                issues=report_html.read_issues(run_dir))
     assert '<section id="issues">' in fresh and "<script" not in fresh
+
+
+def _gold_issues() -> tuple[pd.DataFrame, dict]:
+    """gold_issues.csv rows as the run writes them (by split, then score) and their metrics["gold_quality"]."""
+    frame = pd.DataFrame({"split": ["dev", "dev", "dev", "test", "test"], "id": ["d1", "d2", "d3", "t1", "t2"],
+                          "text": ["fine", "ok", "meh", HOSTILE, "y" * 1000],
+                          "gold_label": ["billing", "billing", "shipping", "<billing>", "shipping"],
+                          "suggested_label": ["billing", "shipping", "shipping", "shipping", ""],
+                          "score": [0.05, 0.3, 0.9, 0.2, np.nan], "ranked": [1, 2, 3, 1, np.nan],
+                          "flagged": [False, False, False, True, False],
+                          "source": ["student", "student", "student", "student", ""]})
+    quality = {"dev": {"n": 3, "scored": 3, "flagged": 0}, "test": {"n": 2, "scored": 1, "flagged": 1},
+               "rule": "confident learning over the <dev> and test records"}
+    return frame, quality
+
+
+def _section_of(page: str, anchor: str) -> str:
+    section = page[page.index(f'<section id="{anchor}">'):]
+    return section[:section.index("</section>")]
+
+
+def test_gold_issues_are_shown_flagged_first_then_lowest_scores(tmp_path):
+    metrics, summary, _ = _multilabel_inputs()
+    frame, quality = _gold_issues()
+    frame.to_csv(tmp_path / "gold_issues.csv", index=False)  # text, read back as the run's report does
+    for gold in (frame, report_html.read_issues(tmp_path, limit=None, file="gold_issues.csv")):
+        page = render_html_report("mc", {**metrics, "gold_quality": quality}, summary, gold_issues=gold)
+        section = _section_of(page, "gold-issues")
+        assert "Likely errors in your gold labels" in section and 'href="#gold-issues"' in page
+        body = section[section.index("<tbody>"):]
+        rows = body.split("</tr>")[:-1]
+        assert [re.search(r"<td>([dt]\d)</td>", row).group(1) for row in rows] == ["t1", "d1", "d2", "d3", "t2"]
+        assert "&lt;billing&gt;" in rows[0] and "True" in rows[0] and "0.200" in rows[0]  # gold label, flag, score
+        assert "<script" not in page and "&lt;script&gt;" in rows[0] and "y" * report_html.MAX_TEXT not in page
+        assert "confident learning over the &lt;dev&gt; and test records" in section
+        assert "dev: <b>0</b> of 3 flagged (3 scored); test: <b>1</b> of 2 flagged (1 scored)" in section
+        head = section[section.index("<thead>"):section.index("</thead>")].replace("_<wbr>", "_")
+        assert re.findall(r"<th>(.*?)</th>", head) == report_html.GOLD_ISSUE_COLUMNS  # no ranked, no source
+        assert _external(page) == []
+    # write_html_report finds gold_issues.csv in the run folder
+    assert report_html.write_html_report(tmp_path, "mc", {**metrics, "gold_quality": quality}, summary) is not None
+    assert "<td>t1</td>" in _section_of((tmp_path / "report.html").read_text(encoding="utf-8"), "gold-issues")
+    # at most MAX_ISSUES rows
+    many = pd.concat([frame] * 10, ignore_index=True)
+    page = render_html_report("mc", {**metrics, "gold_quality": quality}, summary, gold_issues=many)
+    body = _section_of(page, "gold-issues").split("<tbody>")[1]
+    assert body.count("<tr>") == report_html.MAX_ISSUES and f"first {report_html.MAX_ISSUES} of 50 rows" in page
+    # no flag could be computed: the metrics say why, and the page does too
+    page = render_html_report("mc", {**metrics, "gold_quality": {**quality, "flags": "none: at least 2 classes"}},
+                              summary, gold_issues=frame)
+    assert "Flags: none: at least 2 classes." in _section_of(page, "gold-issues")
+
+
+def test_without_gold_the_gold_issues_section_says_so_or_is_left_out():
+    metrics, summary, _ = _multilabel_inputs()
+    page = render_html_report("ml", {**metrics, "gold_quality": {"skipped": "no gold dev or test records"}}, summary)
+    section = _section_of(page, "gold-issues")
+    assert "Gold labels were not checked: no gold dev or test records." in section and "<table" not in section
+    page = render_html_report("ml", metrics, summary)  # an older run: no gold_quality, no gold_issues.csv
+    assert 'id="gold-issues"' not in page and 'href="#gold-issues"' not in page
 
 
 def _multilabel_inputs(n: int = 60, k: int = 4, seed: int = 0):

@@ -7,6 +7,7 @@ from labelloop.labelers.quality import (
     auroc,
     disagreement,
     find_issues,
+    flag_label_issues,
     margins,
     out_of_fold_proba,
     precision_at,
@@ -56,6 +57,21 @@ def test_flipped_labels_rank_first():
     assert find_issues(P, S)[flipped].mean() >= 0.5  # cleanlab's find_label_issues flags most of them
     # the out-of-fold student does not just echo the labels it was given, as a student trained on all would
     assert (S.argmax(axis=1)[flipped] != P.argmax(axis=1)[flipped]).mean() >= 0.8
+
+
+def test_flag_label_issues_is_confident_learning_and_explains_a_refusal():
+    from cleanlab.filter import find_label_issues
+
+    y = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+    P = np.array([[.8, .1, .1], [.7, .2, .1], [.1, .8, .1], [.1, .8, .1], [.2, .7, .1], [.9, .05, .05], [.1, .1, .8],
+                  [.2, .1, .7]])
+    mask, why = flag_label_issues(y, P)
+    assert why is None and mask.tolist() == find_label_issues(y, P, filter_by="prune_by_noise_rate", n_jobs=1).tolist()
+    assert mask[[2, 5]].all() and mask.sum() == 2
+    # one class only (not the first): cleanlab refuses ("at least 2 classes"); nothing flagged, and why
+    mask, why = flag_label_issues(np.array([1, 1, 1]), P[:3])
+    assert mask.tolist() == [False] * 3 and "2 classes" in why
+    assert find_issues(np.eye(3)[[1, 1, 1]], P[:3]).tolist() == [False] * 3  # find_issues goes through it
 
 
 def test_weight_sets_whose_opinion_counts():
