@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -40,17 +41,25 @@ def missing_answers(project) -> int:
     return sum(row["llm_calls"] for row in plan_calls(project))
 
 
-def student_accuracy(project, result, test_texts: list[str], y_test) -> float:
-    """The student trained on the label model's probabilities over ``result``'s train votes, scored on test."""
+def student_accuracy(project, result, scored_on: dict) -> dict[str, float]:
+    """The student trained on the label model's probabilities over ``result``'s train votes (the label model as
+    ``labelloop run`` fits it), scored on each of ``scored_on`` (name -> (texts, gold label ids))."""
     from labelloop.labelers.analysis import scores
     from labelloop.labelers.student import predict_proba_full
+    from labelloop.labelers.tasks import fit_label_model
 
-    cfg, task, k = project.config, project.task, len(project.taxonomy)
-    train = result.splits["train"]
-    model, _, _ = task.fit_label_model(cfg.label_model, train.votes, k, project.gold("dev"), cfg.seed)
+    cfg, task, names = project.config, project.task, list(project.taxonomy.names)
+    train, k = result.splits["train"], len(names)
+    model = fit_label_model(task, cfg.label_model, train.votes, names, project.gold("dev"),
+                            result.splits["dev"].votes, cfg.seed)[0]
     P, covered = model.predict_proba(train.votes), task.covered(train.votes)
     student = task.train_student(train.texts, P, covered, cfg.student, cfg.seed)
-    return scores(y_test, predict_proba_full(student, test_texts, k).argmax(axis=1), k)["accuracy"]
+    return {name: scores(y, predict_proba_full(student, x, k).argmax(axis=1), k)["accuracy"]
+            for name, (x, y) in scored_on.items()}
+
+
+def _suffix(name: str) -> str:
+    return "" if name == "test" else f"_{name}"
 
 
 def budgeted(project, fraction: float | None, random_share: float):
@@ -63,7 +72,7 @@ def budgeted(project, fraction: float | None, random_share: float):
     return label_dataset(project, show_progress=False, count_stored=True)
 
 
-def curve(name: str, project, test_texts: list[str], y_test, fractions, stored_only: bool) -> tuple[dict, dict]:
+def curve(name: str, project, scored_on: dict, fractions, stored_only: bool) -> tuple[dict, dict]:
     """{fraction: budgeted and random student accuracy, answers used} and this dataset's setup."""
     if stored_only and (missing := missing_answers(project)):
         sys.exit(f"{name}: {missing} LLM answers are not stored yet (--stored-only); fill the store first (see --help)")
@@ -72,8 +81,10 @@ def curve(name: str, project, test_texts: list[str], y_test, fractions, stored_o
     calls += full.llm_calls
     setup = {"train_records": len(full.splits["train"].ids), "llm_labelers": [lf.name for lf in project.llm_labelers],
              "train_pairs": len(full.splits["train"].ids) * len(project.llm_labelers),
-             "dev_records": len(project.splits["dev"]) if "dev" in project.splits else 0, "test_records": len(y_test),
-             "student_acc_all_answers": student_accuracy(project, full, test_texts, y_test),
+             "dev_records": len(project.splits["dev"]) if "dev" in project.splits else 0,
+             **{f"{on}_records": len(y) for on, (_, y) in scored_on.items()},
+             **{f"student_acc_all_answers{_suffix(on)}": acc
+                for on, acc in student_accuracy(project, full, scored_on).items()},
              "label_model": project.config.label_model, "student_features": project.config.student.features,
              "seed": project.config.seed}
     out = {}
@@ -83,7 +94,7 @@ def curve(name: str, project, test_texts: list[str], y_test, fractions, stored_o
             result = budgeted(project, fraction, share)
             calls += result.llm_calls
             b = result.budget
-            row[f"{mode}_acc"] = student_accuracy(project, result, test_texts, y_test)
+            row |= {f"{mode}_acc{_suffix(on)}": acc for on, acc in student_accuracy(project, result, scored_on).items()}
             row["llm_calls" if mode == "budgeted" else "random_llm_calls"] = b.spent
             row[f"{mode}_rounds"] = len(b.rounds)
             row[f"{mode}_stopped"] = b.stopped
@@ -95,6 +106,11 @@ def curve(name: str, project, test_texts: list[str], y_test, fractions, stored_o
     return out, setup
 
 
+def _label_model(project, args):
+    """The project with ``label_model`` set to ``--label-model`` (every run of the curve uses the same)."""
+    return dataclasses.replace(project, config=project.config.model_copy(update={"label_model": args.label_model}))
+
+
 def youtube_curve(args) -> tuple[dict, dict]:
     import numpy as np
 
@@ -104,10 +120,15 @@ def youtube_curve(args) -> tuple[dict, dict]:
 
     if not youtube.DATA.exists():
         sys.exit(f"{youtube.DATA} not found: the YouTube part needs the shared YouTube dataset (or --skip-youtube)")
-    project = load_project(youtube.prepare(args.train_size, args.dev_size, args.seed, args.model))
+    project = _label_model(load_project(youtube.prepare(args.train_size, args.dev_size, args.seed, args.model)), args)
     test = read_records(DataSpec(path=youtube.CACHE / "test.jsonl"), require_label=True)
-    y_test = np.array([youtube.NAMES.index(x) for x in test["label"]])
-    out, setup = curve("youtube", project, test["text"].tolist(), y_test, args.fractions, args.stored_only)
+    # the YouTube train records outside the sample: gold labels the student never trains on, 5.5x the test split
+    sample = set(project.splits["train"]["id"])
+    outside = [r for r in map(json.loads, youtube.DATA.open(encoding="utf-8"))
+               if r["split"] == "train" and r["id"] not in sample]
+    scored_on = {"test": (test["text"].tolist(), np.array([youtube.NAMES.index(x) for x in test["label"]])),
+                 "heldout": ([r["text"] for r in outside], np.array([r["label"] for r in outside]))}
+    out, setup = curve("youtube", project, scored_on, args.fractions, args.stored_only)
     return out, {**setup, "store": str(project.config.store)}
 
 
@@ -116,10 +137,9 @@ def example_curve(args) -> tuple[dict, dict]:
 
     from labelloop import load_project
 
-    project = load_project(args.example)
-    test = project.splits["test"]
-    out, setup = curve("example", project, test["text"].tolist(), np.array(project.gold("test")), args.fractions,
-                       args.stored_only)
+    project = _label_model(load_project(args.example), args)
+    scored_on = {"test": (project.splits["test"]["text"].tolist(), np.array(project.gold("test")))}
+    out, setup = curve("example", project, scored_on, args.fractions, args.stored_only)
     return out, {**setup, "store": str(project.config.store)}
 
 
@@ -132,6 +152,8 @@ def main() -> None:
     parser.add_argument("--model", default="local")
     parser.add_argument("--example", type=Path, default=EXAMPLE, help="the example project's config")
     parser.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS))
+    parser.add_argument("--label-model", default="auto", choices=("auto", "snorkel", "majority"),
+                        help="the label model of every run (auto: chosen on the gold dev records, as labelloop does)")
     parser.add_argument("--skip-youtube", action="store_true")
     parser.add_argument("--skip-example", action="store_true")
     parser.add_argument("--stored-only", action="store_true", help="refuse to start unless every answer is stored")

@@ -31,6 +31,7 @@ import numpy as np
 from labelloop.flows.project import Project
 from labelloop.flows.store import Asked, VoteStore
 from labelloop.labelers.budget import pick, plateaued
+from labelloop.labelers.tasks import fit_label_model
 
 logger = logging.getLogger("labelloop")
 
@@ -117,7 +118,8 @@ def budgeted_answers(project: Project, store: VoteStore, get_lm: Callable, split
     def refit():
         answers = {lf.name: {**got[lf.name].answers, **have[j]} for j, lf in enumerate(labelers)}
         V = split_votes(project, scoped, heuristic, answers, balance)
-        model, majority, _ = task.fit_label_model(cfg.label_model, V["train"], len(names), gold_dev, cfg.seed)
+        model, majority, _, _ = fit_label_model(task, cfg.label_model, V["train"], names, gold_dev, V.get("dev"),
+                                                cfg.seed)
         score = None
         if dev is not None and gold_dev:
             scores = task.evaluate(gold_dev, V["dev"], dev.texts, model, majority, None, {}, names)

@@ -199,7 +199,7 @@ class ProjectConfig(_Strict):
     taxonomy: Path | list[TaxonomyLabel]  # a YAML file, or the labels inline
     lm: LMSpec = LMSpec()
     labelers: list[SerializeAsAny[LabelerSpec]]
-    label_model: Literal["snorkel", "majority"] = "snorkel"
+    label_model: Literal["snorkel", "majority", "auto"] = "auto"  # auto: chosen on the gold dev records
     student: StudentSpec = StudentSpec()
     optimize: OptimizeSpec = OptimizeSpec()
     seed: int = 0

@@ -35,6 +35,14 @@ def _records_line(metrics: dict) -> str:
     return line
 
 
+def _choice(metrics: dict) -> str:
+    """How ``label_model: auto`` chose, when it compared the two on dev."""
+    dev = (metrics.get("label_model_choice") or {}).get("dev")
+    if not dev:
+        return ""
+    return f" (auto: gold dev score {dev['snorkel']:.3f} Snorkel, {dev['majority']:.3f} majority vote)"
+
+
 def _budget_line(metrics: dict) -> str:
     """What the ``llm_budget`` bought on the train split, when there is one."""
     b = metrics.get("llm_budget")
@@ -89,7 +97,7 @@ def render_report(name: str, metrics: dict, summary: pd.DataFrame, label_counts:
         f"- LLM calls this run: {metrics['llm_calls']} (model `{metrics['model']}`)\n"
         f"{_records_line(metrics)}"
         f"{_budget_line(metrics)}"
-        f"- label model: {metrics['label_model']}\n"
+        f"- label model: {metrics['label_model']}{_choice(metrics)}\n"
         f"- wall time: {metrics['wall_s']:.1f} s\n\n"
         f"## Scores on gold records\n\n{_table(rows)}\n"
         f"## Labeling functions\n\n{_table(summary_rows)}\n"

@@ -22,6 +22,7 @@ from labelloop.flows.report import render_model_card, render_report
 from labelloop.flows.report_html import report_inputs, write_html_report
 from labelloop.flows.review import label_issues, review_metrics, reviewed_probabilities
 from labelloop.flows.store import text_hash
+from labelloop.labelers.tasks import AUTO_RULE, fit_label_model
 from labelloop.programs.digest import file_sha256
 from labelloop.programs.errors import StateError
 
@@ -152,7 +153,8 @@ def run_project(project: Project, *, train: bool = True, lm=None, show_progress:
     result = label_dataset(project, lm=lm, show_progress=show_progress, stored_only=stored_only)
     train_votes, dev = result.splits["train"], result.splits.get("dev")
     names, k, gold_dev = list(taxonomy.names), len(taxonomy), project.gold("dev")
-    model, majority, kind = task.fit_label_model(cfg.label_model, train_votes.votes, k, gold_dev, cfg.seed)
+    model, majority, kind, chosen_on_dev = fit_label_model(task, cfg.label_model, train_votes.votes, names, gold_dev,
+                                                           None if dev is None else dev.votes, cfg.seed)
     P = reviewed_probabilities(project, train_votes.ids, model.predict_proba(train_votes.votes))  # a person's label wins
     covered = task.covered(train_votes.votes)
     probs = task.probabilities(train_votes.ids, train_votes.texts, P, covered, names)
@@ -187,6 +189,8 @@ def run_project(project: Project, *, train: bool = True, lm=None, show_progress:
         metrics["calibration"] = task.calibrate(student, names, cfg.student, _gold(project, result, "dev"),
                                                 _gold(project, result, "test"))
         metrics["training_data_sha256"] = training_data_hash(train_votes.texts)
+    if chosen_on_dev is not None:
+        metrics["label_model_choice"] = {"dev": chosen_on_dev, "rule": AUTO_RULE}
     if result.budget is not None:
         metrics["llm_budget"] = result.budget.to_dict()
     # gold labels the run's models disagree with (no LLM): gold_issues.csv, see labelloop.flows.audit

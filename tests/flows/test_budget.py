@@ -254,3 +254,20 @@ def test_a_fraction_of_one_and_max_calls_allow_what_they_say(example_project):
     assert LLMBudgetSpec(max_calls=5000).limit(320) == 5000
     project = load_project(_with(example_project, llm_budget={"fraction": 1.0}))
     assert project.config.llm_budget.rounds == 4 and project.config.llm_budget.random_share == 0.2
+
+
+def test_label_model_auto_is_chosen_on_dev_and_the_run_says_which(example_project):
+    project = load_project(_with(example_project, llm_budget={"fraction": 0.2}, label_model="auto",
+                                 student={"features": "tfidf"}))
+    run_dir = run_project(project, train=False, lm=rule_lm(), show_progress=False)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    choice = metrics["label_model_choice"]
+    assert set(choice["dev"]) == {"snorkel", "majority"} and choice["rule"].startswith("auto:")
+    best = "majority" if choice["dev"]["majority"] > choice["dev"]["snorkel"] else "snorkel"
+    assert metrics["label_model"] == best
+    assert metrics["scores"]["dev"]["label_model"]["accuracy"] == pytest.approx(choice["dev"][best], abs=1e-3)
+    assert f"label model: {best} (auto: gold dev score" in (run_dir / "report.md").read_text()
+
+    plain = run_project(load_project(_with(example_project, label_model="snorkel")), train=False, lm=rule_lm(),
+                        show_progress=False)
+    assert "label_model_choice" not in json.loads((plain / "metrics.json").read_text())

@@ -32,7 +32,7 @@ def test_unknown_key_names_the_field(example_project):
 
 def test_wrong_type_says_what_arrived(example_project):
     _edit(example_project, label_model="bayes")
-    with pytest.raises(ConfigError, match=r"label_model.*'snorkel' or 'majority'.*got 'bayes'"):
+    with pytest.raises(ConfigError, match=r"label_model.*'snorkel', 'majority' or 'auto'.*got 'bayes'"):
         load_config(example_project)
 
 

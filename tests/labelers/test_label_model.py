@@ -69,3 +69,43 @@ def test_rebalancing_matches_the_class_balance_and_keeps_the_ranking():
     assert P.mean(axis=0) == pytest.approx([0.5, 0.5], abs=1e-3)
     assert np.array_equal(np.argsort(P[:, 1], kind="stable"), np.argsort(plain.predict_proba(L)[:, 1], kind="stable"))
     assert (rebalanced.predict(L, tie_break="random") == y).mean() >= (plain.predict(L, tie_break="random") == y).mean()
+
+
+def _sparse_votes(seed: int, n: int):
+    """Single-polarity heuristics plus two accurate labelers that vote on a tenth of the records (as under an
+    LLM budget), seeded."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    L = np.full((n, 6), -1)
+    for j, (label, coverage, accuracy) in enumerate([(1, .15, .95), (1, .15, .95), (0, .3, .65), (1, .1, .97)]):
+        on, right = rng.random(n) < coverage, rng.random(n) < accuracy
+        L[on & (y == label) & right, j] = label
+        L[on & (y != label) & ~right, j] = label
+    few = rng.random(n) < 0.1
+    for j in (4, 5):
+        right = rng.random(n) < 0.85
+        L[few, j] = np.where(right[few], y[few], 1 - y[few])
+    return L, y
+
+
+def test_auto_keeps_majority_vote_where_it_beats_snorkel_on_dev_and_snorkel_elsewhere():
+    from labelloop.labelers.tasks import TASKS, fit_label_model
+
+    task, names = TASKS["multiclass"], ["a", "b"]
+    picked = {}
+    for seed in (3, 7):  # data on which majority vote wins on dev (3) and on which Snorkel does (7)
+        rng_data = _sparse_votes(seed, 460)
+        L, Ld, yd = rng_data[0][:400], rng_data[0][400:], rng_data[1][400:].tolist()
+        model, majority, kind, dev = fit_label_model(task, "auto", L, names, yd, Ld, 0)
+        assert set(dev) == {"snorkel", "majority"}
+        assert kind == ("majority" if dev["majority"] > dev["snorkel"] else "snorkel")
+        assert isinstance(model, MajorityVote if kind == "majority" else LabelModelWrapper)
+        # the dev score it reports is the chosen model's own
+        assert np.mean(model.predict(Ld) == np.array(yd)) == pytest.approx(dev[kind], abs=1e-3)
+        picked[seed] = kind
+    assert picked == {3: "majority", 7: "snorkel"}
+
+    L = _sparse_votes(3, 400)[0]
+    assert fit_label_model(task, "auto", L, names, None, None, 0)[2:] == ("snorkel", None)  # no dev: Snorkel
+    assert fit_label_model(task, "auto", L[:, :2], names, [0, 1], L[:2, :2], 0)[2:] == ("majority", None)  # < 3 labelers
+    assert fit_label_model(task, "snorkel", L, names, yd, Ld, 0)[2:] == ("snorkel", None)  # no comparison asked
