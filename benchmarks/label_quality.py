@@ -186,7 +186,10 @@ def main() -> None:
     train = result.splits["train"]
     task = project.task
     y_dev = np.array([names.index(x) for x in project.splits["dev"]["label"]])
-    model, _, _ = task.fit_label_model(project.config.label_model, train.votes, k, y_dev, seed)
+    from labelloop.labelers.tasks import fit_label_model
+
+    model = fit_label_model(task, project.config.label_model, train.votes, names, y_dev.tolist(),
+                            result.splits["dev"].votes, seed)[0]
     P, covered = model.predict_proba(train.votes), task.covered(train.votes)
     gold = pd.read_json(youtube.CACHE / "train_gold.jsonl", lines=True).set_index("id").loc[train.ids, "label"]
     y_train = np.array([names.index(x) for x in gold])

@@ -112,6 +112,7 @@ def main() -> None:
     from labelloop.flows.serve import make_app
     from labelloop.labelers.calibration import abstain_scores, ece
     from labelloop.labelers.llm import ZeroShotLabeler
+    from labelloop.labelers.tasks import fit_label_model
 
     started = time.time()
     project = labelloop.load_project(youtube.prepare(args.train_size, args.dev_size, args.seed, args.model))
@@ -132,9 +133,10 @@ def main() -> None:
     at_threshold = abstain_scores(P, y, student.threshold)
 
     # the default feature set on the same labels, for comparison
-    train = labelloop.label_dataset(project, show_progress=False).splits["train"]
-    task, cfg = project.task, project.config
-    model, _, _ = task.fit_label_model(cfg.label_model, train.votes, 2, project.gold("dev"), cfg.seed)
+    labeled = labelloop.label_dataset(project, show_progress=False)
+    train, task, cfg = labeled.splits["train"], project.task, project.config
+    model = fit_label_model(task, cfg.label_model, train.votes, list(project.taxonomy.names), project.gold("dev"),
+                            labeled.splits["dev"].votes, cfg.seed)[0]
     default = task.train_student(train.texts, model.predict_proba(train.votes), task.covered(train.votes),
                                  cfg.student.model_copy(update={"features": "tfidf+embeddings"}), cfg.seed)
     default.predict_proba(texts[:2])  # load the sentence encoder before timing

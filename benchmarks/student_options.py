@@ -46,6 +46,7 @@ def soft_labels(project):
     """The covered train texts and the label model's probabilities for them, from stored answers only."""
     from labelloop import label_dataset
     from labelloop.flows.plan import plan_calls
+    from labelloop.labelers.tasks import fit_label_model
 
     missing = sum(row["llm_calls"] for row in plan_calls(project))
     if missing:
@@ -53,8 +54,8 @@ def soft_labels(project):
                  "(this benchmark never calls the LLM)")
     labeled = label_dataset(project, show_progress=False, stored_only=True)
     cfg, task, train = project.config, project.task, labeled.splits["train"]
-    model, _, kind = task.fit_label_model(cfg.label_model, train.votes, len(project.taxonomy), project.gold("dev"),
-                                          cfg.seed)
+    model, _, kind, _ = fit_label_model(task, cfg.label_model, train.votes, list(project.taxonomy.names),
+                                        project.gold("dev"), labeled.splits["dev"].votes, cfg.seed)
     P, covered = model.predict_proba(train.votes), task.covered(train.votes)
     return [t for t, c in zip(train.texts, covered) if c], P[covered], kind, len(train.texts)
 
