@@ -220,6 +220,6 @@ def scaffold_project(data: Path, output: Path, labels: list[str], *, id_column: 
            "data": {"path": os.path.relpath(data, output.parent), "id": id_column, "text": text_column},
            "taxonomy": taxonomy.name, "lm": {"model": "local"},
            "labelers": starter_labelers(labels[0]),
-           "label_model": "snorkel"}
+           "label_model": "auto"}
     write_text(output, yaml.safe_dump(cfg, sort_keys=False))
     return len(df), taxonomy

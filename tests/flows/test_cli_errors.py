@@ -73,7 +73,8 @@ def test_init_writes_a_config_and_taxonomy_and_never_overwrites_either(tmp_path)
     result = CliRunner().invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     taxonomy = tmp_path / "project_taxonomy.yaml"
-    assert yaml.safe_load(config.read_text())["taxonomy"] == taxonomy.name
+    written = yaml.safe_load(config.read_text())
+    assert written["taxonomy"] == taxonomy.name and written["label_model"] == "auto"
     taxonomy.write_text("labels:\n- {name: billing, description: money I paid}\n- {name: shipping, description: parcels}\n")
     _fails_in_one_line(args, "project.yaml already exists; refusing to overwrite it")
     config.unlink()  # the config is gone, the edited taxonomy is not: still refused
