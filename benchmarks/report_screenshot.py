@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, help="a run folder holding report.html (default: make a new run)")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--height", type=int, default=4000)
+    parser.add_argument("--height", type=int, default=8000)
     args = parser.parse_args()
     browser()  # before a run is trained for nothing
     run = args.run or make_run()
