@@ -2,7 +2,7 @@
 
 For each fraction of the train split's (record, LLM labeler) answers, one labeling under
 ``llm_budget: {fraction: F}`` with the budgeted selection (label-model entropy plus vote
-disagreement, ``random_share`` 0.2) and one with purely random selection at the same budget (the
+disagreement, ``random_share`` 0.5) and one with purely random selection at the same budget (the
 same rounds with ``random_share: 1.0``); the label model's probabilities train the student, which
 is scored on the test split. One run each, seeded (the project seed).
 
@@ -32,6 +32,7 @@ import youtube  # noqa: E402  (benchmarks/youtube.py: prepare() and its cache fo
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "data" / "example" / "config.yaml"
 FRACTIONS = (1.0, 0.5, 0.3, 0.2, 0.1)
+BUDGETED_SHARE = 0.5  # llm_budget's default random_share
 
 
 def missing_answers(project) -> int:
@@ -46,12 +47,14 @@ def student_accuracy(project, result, scored_on: dict) -> dict[str, float]:
     ``labelloop run`` fits it), scored on each of ``scored_on`` (name -> (texts, gold label ids))."""
     from labelloop.labelers.analysis import scores
     from labelloop.labelers.student import predict_proba_full
-    from labelloop.labelers.tasks import fit_label_model
+    from labelloop.labelers.tasks import budget_fit_votes, fit_label_model
 
     cfg, task, names = project.config, project.task, list(project.taxonomy.names)
-    train, k = result.splits["train"], len(names)
-    model = fit_label_model(task, cfg.label_model, train.votes, names, project.gold("dev"),
-                            result.splits["dev"].votes, cfg.seed)[0]
+    train, dev, k = result.splits["train"], result.splits["dev"], len(names)
+    fit_on = None if result.budget is None else budget_fit_votes(task, train.votes, train.ids,
+                                                                 result.budget.fit_sample(), [dev.votes])
+    model = fit_label_model(task, cfg.label_model, train.votes, names, project.gold("dev"), dev.votes, cfg.seed,
+                            fit_on)[0]
     P, covered = model.predict_proba(train.votes), task.covered(train.votes)
     student = task.train_student(train.texts, P, covered, cfg.student, cfg.seed)
     return {name: scores(y, predict_proba_full(student, x, k).argmax(axis=1), k)["accuracy"]
@@ -90,7 +93,7 @@ def curve(name: str, project, scored_on: dict, fractions, stored_only: bool) -> 
     out = {}
     for fraction in fractions:
         row = {}
-        for mode, share in (("budgeted", 0.2), ("random", 1.0)):
+        for mode, share in (("budgeted", BUDGETED_SHARE), ("random", 1.0)):
             result = budgeted(project, fraction, share)
             calls += result.llm_calls
             b = result.budget

@@ -53,9 +53,17 @@ class BudgetUse:
     stopped: str = ""  # why the rounds ended
     rounds: list[dict] = field(default_factory=list)  # per round: records by score and at random, answers, calls
     dev_scores: list = field(default_factory=list)  # the label model's dev score before each round, and at the end
+    drawn_at_random: list[str] = field(default_factory=list)  # train record ids asked because drawn at random
+
+    def fit_sample(self) -> list[str]:
+        """The train records the label model learns from (with the gold dev votes): those drawn at random, while
+        some (record, LLM labeler) pairs stay unasked; none (learn from every record) once all were asked."""
+        return self.drawn_at_random if self.unasked else []
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out["drawn_at_random"] = len(self.drawn_at_random)  # a count in metrics.json, not the ids
+        return out
 
 
 def _merge(into: Asked, got: Asked) -> None:
@@ -153,6 +161,7 @@ def budgeted_answers(project: Project, store: VoteStore, get_lm: Callable, split
         chosen = np.concatenate([by_score, at_random])
         charged, calls = int(costs[chosen].sum()), 0
         asked[chosen] = True
+        use.drawn_at_random += [items[i][0] for i in at_random]
         for j, lf in enumerate(labelers):  # all picked records of one labeler in a row (prompt prefix cache)
             todo = [items[i] for i in chosen if askable[i, j] and not held[i, j]]
             if todo:

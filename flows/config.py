@@ -128,7 +128,7 @@ class LLMBudgetSpec(_Strict):
     max_calls: int | None = Field(None, ge=1, strict=True)
     fraction: float | None = Field(None, gt=0, le=1, strict=True)
     rounds: int = Field(4, ge=1, le=100, strict=True)  # label-model refits between which the budget is spent
-    random_share: float = Field(0.2, ge=0, le=1)  # of each round's budget, drawn uniformly at random
+    random_share: float = Field(0.5, ge=0, le=1)  # of each round's budget, drawn at random: the label model learns from these
 
     @model_validator(mode="after")
     def _one_limit(self):

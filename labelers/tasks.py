@@ -282,7 +282,7 @@ AUTO_RULE = ("auto: Snorkel's label model, unless majority vote scores higher on
              "multi-label: micro F1); Snorkel without gold dev records")
 
 
-def fit_label_model(task, kind: str, V, names: list[str], gold_dev=None, V_dev=None, seed: int = 0):
+def fit_label_model(task, kind: str, V, names: list[str], gold_dev=None, V_dev=None, seed: int = 0, fit_on=None):
     """The project's label model (``label_model: snorkel | majority | auto``) and majority vote, fitted on ``V``.
 
     ``auto`` fits Snorkel's and keeps majority vote instead when majority vote scores higher on the gold
@@ -290,13 +290,17 @@ def fit_label_model(task, kind: str, V, names: list[str], gold_dev=None, V_dev=N
     ``llm_budget`` the LLM labelers answer a few records each, and there its posteriors can fall far
     below majority vote's (on YouTube at 30% of the answers, 0.46 against 0.78 dev accuracy).
 
+    ``fit_on``: the votes the label model learns from, when not ``V`` (under an ``llm_budget``: the records
+    asked at random and the gold splits', an unbiased sample; see ``budget_fit_votes``).
+
     Returns:
         (label model, majority vote, the kind used, ``{"snorkel": dev score, "majority": dev score}`` when
         ``auto`` compared them on dev, else None).
     """
+    fit = V if fit_on is None else fit_on
     if kind != "auto":
-        return (*task.fit_label_model(kind, V, len(names), gold_dev, seed), None)
-    model, majority, used = task.fit_label_model("snorkel", V, len(names), gold_dev, seed)
+        return (*task.fit_label_model(kind, fit, len(names), gold_dev, seed), None)
+    model, majority, used = task.fit_label_model("snorkel", fit, len(names), gold_dev, seed)
     if used != "snorkel" or not gold_dev or V_dev is None:
         return model, majority, used, None
     column = task.score_columns[0]
@@ -305,3 +309,20 @@ def fit_label_model(task, kind: str, V, names: list[str], gold_dev=None, V_dev=N
     if dev["majority"] > dev["snorkel"]:
         return (*task.fit_label_model("majority", V, len(names), gold_dev, seed)[:2], "majority", dev)
     return model, majority, "snorkel", dev
+
+
+def budget_fit_votes(task, V, ids: list[str], drawn_at_random: list[str], V_gold: list):
+    """What the label model learns from under an ``llm_budget`` (multi-class): the train records drawn at random
+    (every LLM labeler answered them) stacked with ``V_gold``, the gold dev votes (answered in full; their labels
+    are not used), or None when no record was drawn at random (then it learns from all of ``V``).
+
+    The records picked by score are where the cheap labelers disagree, and the LLM labelers are wrong more
+    often there: a label model fitted on them, or on every record with the LLM columns missing elsewhere,
+    learns biased accuracies. The random draw is a plain sample of the pool, and the posteriors of the
+    model fitted on it apply to every record.
+    """
+    if task.name != "multiclass" or not drawn_at_random:
+        return None
+    drawn = set(drawn_at_random)
+    rows = np.array([i in drawn for i in ids], dtype=bool)
+    return np.vstack([np.asarray(V)[rows], *[np.asarray(g) for g in V_gold if g is not None and len(g)]])

@@ -177,6 +177,7 @@ def test_metrics_report_and_train_show_the_budget(example_project):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     b = metrics["llm_budget"]
     assert b["max_answers"] == 64 and b["spent"] <= 64 and b["llm_calls"] == lm.engine.calls - 2 * GOLD
+    assert 0 < b["drawn_at_random"] <= b["spent"] // 2  # a count of records (two answers each), not their ids
     assert b["unasked"] == 2 * TRAIN - b["spent"] and metrics["llm_calls"] == lm.engine.calls
     report = (run_dir / "report.md").read_text()
     assert f"LLM budget: {b['spent']} of 64 (record, labeler) answers" in report and f"{b['unasked']} of 320 pairs" in report
@@ -253,7 +254,7 @@ def test_a_fraction_of_one_and_max_calls_allow_what_they_say(example_project):
     assert LLMBudgetSpec(fraction=1).limit(320) == 320 and LLMBudgetSpec(fraction=0.1).limit(7) == 1
     assert LLMBudgetSpec(max_calls=5000).limit(320) == 5000
     project = load_project(_with(example_project, llm_budget={"fraction": 1.0}))
-    assert project.config.llm_budget.rounds == 4 and project.config.llm_budget.random_share == 0.2
+    assert project.config.llm_budget.rounds == 4 and project.config.llm_budget.random_share == 0.5
 
 
 def test_label_model_auto_is_chosen_on_dev_and_the_run_says_which(example_project):
@@ -271,3 +272,12 @@ def test_label_model_auto_is_chosen_on_dev_and_the_run_says_which(example_projec
     plain = run_project(load_project(_with(example_project, label_model="snorkel")), train=False, lm=rule_lm(),
                         show_progress=False)
     assert "label_model_choice" not in json.loads((plain / "metrics.json").read_text())
+
+
+def test_the_label_model_learns_from_the_random_draw_only_while_pairs_stay_unasked():
+    from labelloop.flows.budget import BudgetUse
+
+    use = BudgetUse(max_answers=10, pairs=20, unasked=6, drawn_at_random=["r1", "r7"])
+    assert use.fit_sample() == ["r1", "r7"] and use.to_dict()["drawn_at_random"] == 2
+    use.unasked = 0  # every pair answered: learn from every record, as without a budget
+    assert use.fit_sample() == []

@@ -109,3 +109,15 @@ def test_auto_keeps_majority_vote_where_it_beats_snorkel_on_dev_and_snorkel_else
     assert fit_label_model(task, "auto", L, names, None, None, 0)[2:] == ("snorkel", None)  # no dev: Snorkel
     assert fit_label_model(task, "auto", L[:, :2], names, [0, 1], L[:2, :2], 0)[2:] == ("majority", None)  # < 3 labelers
     assert fit_label_model(task, "snorkel", L, names, yd, Ld, 0)[2:] == ("snorkel", None)  # no comparison asked
+
+
+def test_under_a_budget_the_label_model_learns_from_the_records_drawn_at_random_and_the_dev_votes():
+    from labelloop.labelers.tasks import TASKS, budget_fit_votes
+
+    task = TASKS["multiclass"]
+    V = np.array([[0, -1], [1, 1], [-1, 0], [0, 0]])
+    V_dev = np.array([[1, 0], [0, 0]])
+    fit = budget_fit_votes(task, V, ["a", "b", "c", "d"], ["d", "b"], [V_dev])
+    assert fit.tolist() == [[1, 1], [0, 0], [1, 0], [0, 0]]  # b and d in train order, then dev
+    assert budget_fit_votes(task, V, ["a", "b", "c", "d"], [], [V_dev]) is None  # nothing drawn: learn from V
+    assert budget_fit_votes(TASKS["multilabel"], V, ["a", "b", "c", "d"], ["b"], [V_dev]) is None
