@@ -45,16 +45,15 @@ def missing_answers(project) -> int:
 def student_accuracy(project, result, scored_on: dict) -> dict[str, float]:
     """The student trained on the label model's probabilities over ``result``'s train votes (the label model as
     ``labelloop run`` fits it), scored on each of ``scored_on`` (name -> (texts, gold label ids))."""
+    from labelloop.flows.budget import label_model_votes
     from labelloop.labelers.analysis import scores
     from labelloop.labelers.student import predict_proba_full
-    from labelloop.labelers.tasks import budget_fit_votes, fit_label_model
+    from labelloop.labelers.tasks import fit_label_model
 
     cfg, task, names = project.config, project.task, list(project.taxonomy.names)
     train, dev, k = result.splits["train"], result.splits["dev"], len(names)
-    fit_on = None if result.budget is None else budget_fit_votes(task, train.votes, train.ids,
-                                                                 result.budget.fit_sample(), [dev.votes])
     model = fit_label_model(task, cfg.label_model, train.votes, names, project.gold("dev"), dev.votes, cfg.seed,
-                            fit_on)[0]
+                            label_model_votes(task, result))[0]
     P, covered = model.predict_proba(train.votes), task.covered(train.votes)
     student = task.train_student(train.texts, P, covered, cfg.student, cfg.seed)
     return {name: scores(y, predict_proba_full(student, x, k).argmax(axis=1), k)["accuracy"]

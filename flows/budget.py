@@ -31,7 +31,7 @@ import numpy as np
 from labelloop.flows.project import Project
 from labelloop.flows.store import Asked, VoteStore
 from labelloop.labelers.budget import pick, plateaued
-from labelloop.labelers.tasks import fit_label_model
+from labelloop.labelers.tasks import budget_fit_votes, fit_label_model
 
 logger = logging.getLogger("labelloop")
 
@@ -64,6 +64,15 @@ class BudgetUse:
         out = asdict(self)
         out["drawn_at_random"] = len(self.drawn_at_random)  # a count in metrics.json, not the ids
         return out
+
+
+def label_model_votes(task, result):
+    """The votes a labeling's label model learns from: under an ``llm_budget`` the train records drawn at random
+    and the gold dev votes (``budget_fit_votes``), else None (all the train votes)."""
+    if result.budget is None:
+        return None
+    train, dev = result.splits["train"], result.splits.get("dev")
+    return budget_fit_votes(task, train.votes, train.ids, result.budget.fit_sample(), [] if dev is None else [dev.votes])
 
 
 def _merge(into: Asked, got: Asked) -> None:

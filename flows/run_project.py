@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from labelloop.flows.audit import gold_quality
+from labelloop.flows.budget import label_model_votes
 from labelloop.flows.config import config_to_yaml
 from labelloop.flows.io import atomic_path, write_frame, write_json, write_text
 from labelloop.flows.label_dataset import LabelingResult, label_dataset
@@ -22,7 +23,7 @@ from labelloop.flows.report import render_model_card, render_report
 from labelloop.flows.report_html import report_inputs, write_html_report
 from labelloop.flows.review import label_issues, review_metrics, reviewed_probabilities
 from labelloop.flows.store import text_hash
-from labelloop.labelers.tasks import AUTO_RULE, budget_fit_votes, fit_label_model
+from labelloop.labelers.tasks import AUTO_RULE, fit_label_model
 from labelloop.programs.digest import file_sha256
 from labelloop.programs.errors import StateError
 
@@ -153,11 +154,9 @@ def run_project(project: Project, *, train: bool = True, lm=None, show_progress:
     result = label_dataset(project, lm=lm, show_progress=show_progress, stored_only=stored_only)
     train_votes, dev = result.splits["train"], result.splits.get("dev")
     names, k, gold_dev = list(taxonomy.names), len(taxonomy), project.gold("dev")
-    fit_on = None if result.budget is None else budget_fit_votes(
-        task, train_votes.votes, train_votes.ids, result.budget.fit_sample(),
-        [] if dev is None else [dev.votes])
     model, majority, kind, chosen_on_dev = fit_label_model(task, cfg.label_model, train_votes.votes, names, gold_dev,
-                                                           None if dev is None else dev.votes, cfg.seed, fit_on)
+                                                           None if dev is None else dev.votes, cfg.seed,
+                                                           label_model_votes(task, result))
     P = reviewed_probabilities(project, train_votes.ids, model.predict_proba(train_votes.votes))  # a person's label wins
     covered = task.covered(train_votes.votes)
     probs = task.probabilities(train_votes.ids, train_votes.texts, P, covered, names)

@@ -291,7 +291,7 @@ def fit_label_model(task, kind: str, V, names: list[str], gold_dev=None, V_dev=N
     below majority vote's (on YouTube at 30% of the answers, 0.46 against 0.78 dev accuracy).
 
     ``fit_on``: the votes the label model learns from, when not ``V`` (under an ``llm_budget``: the records
-    asked at random and the gold splits', an unbiased sample; see ``budget_fit_votes``).
+    asked at random and the gold dev records', an unbiased sample; see ``budget_fit_votes``).
 
     Returns:
         (label model, majority vote, the kind used, ``{"snorkel": dev score, "majority": dev score}`` when
@@ -307,7 +307,7 @@ def fit_label_model(task, kind: str, V, names: list[str], gold_dev=None, V_dev=N
     rows = task.evaluate(gold_dev, V_dev, [], model, majority, None, {}, names)
     dev = {"snorkel": float(rows["label_model"][column]), "majority": float(rows["majority_vote"][column])}
     if dev["majority"] > dev["snorkel"]:
-        return (*task.fit_label_model("majority", V, len(names), gold_dev, seed)[:2], "majority", dev)
+        return (*task.fit_label_model("majority", fit, len(names), gold_dev, seed)[:2], "majority", dev)
     return model, majority, "snorkel", dev
 
 
