@@ -49,7 +49,7 @@ def student_acc(project, test_texts: list[str], y_test) -> tuple[float, int, flo
     used = sum(len(result.splits[s].ids) for s in ("train", "dev") if s in result.splits) * len(project.llm_labelers)
     train = result.splits["train"]
     coverage = float(project.task.covered(train.votes).mean())
-    return budget.student_accuracy(project, result, test_texts, y_test), used, coverage
+    return budget.student_accuracy(project, result, {"test": (test_texts, y_test)})["test"], used, coverage
 
 
 def compare(name: str, project, output: Path, test_texts: list[str], y_test, lm_threads: int | None) -> dict:

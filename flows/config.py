@@ -95,6 +95,8 @@ class StudentSpec(_Strict):
     # rank the train records by how likely their label is wrong (label_issues.csv): five TF-IDF student fits
     # out of fold, whatever `features` is; skipped above 200,000 covered records
     rank_label_issues: bool = True
+    # records no labeler voted on: labelled by a first student, then a second one learns from every record
+    self_train: bool = True
 
 
 class ReviewSpec(_Strict):

@@ -85,6 +85,11 @@ def _label_issues_section(metrics: dict, issues: pd.DataFrame | None) -> str:
     return lines + _table(rows)
 
 
+def _self_trained(metrics: dict) -> str:
+    n = metrics.get("self_trained", 0)
+    return f"; the student labelled the other {n} itself and learned from them too (student.self_train)" if n else ""
+
+
 def render_report(name: str, metrics: dict, summary: pd.DataFrame, label_counts: dict[str, int],
                   label_issues: pd.DataFrame | None = None) -> str:
     rows = [{"split": split, "method": method, **vals}
@@ -93,7 +98,8 @@ def render_report(name: str, metrics: dict, summary: pd.DataFrame, label_counts:
                     for idx, row in summary.iterrows()]
     return (
         f"# labelloop run: {name}\n\n"
-        f"- records labeled: {metrics['n_train']} (covered by at least one labeler: {metrics['coverage']:.1%})\n"
+        f"- records labeled: {metrics['n_train']} (covered by at least one labeler: {metrics['coverage']:.1%})"
+        f"{_self_trained(metrics)}\n"
         f"- LLM calls this run: {metrics['llm_calls']} (model `{metrics['model']}`)\n"
         f"{_records_line(metrics)}"
         f"{_budget_line(metrics)}"
@@ -152,7 +158,8 @@ def render_model_card(name: str, labels, metrics: dict, labelers: list[str]) -> 
         f"{metrics['label_model']} label model over weak labelers; no hand labels were used "
         "for training. Gold records served only to calibrate, choose thresholds and score.\n\n"
         "## Data\n\n"
-        f"- training records: {metrics['n_train']}, {metrics['coverage']:.1%} of them with at least one vote\n"
+        f"- training records: {metrics['n_train']}, {metrics['coverage']:.1%} of them with at least one vote"
+        f"{_self_trained(metrics)}\n"
         f"- training data SHA-256 (sorted text hashes): `{metrics.get('training_data_sha256', 'n/a')}`\n"
         f"- labels: {', '.join(labels)}\n\n"
         "## Labelers and label model\n\n"

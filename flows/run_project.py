@@ -179,7 +179,9 @@ def run_project(project: Project, *, train: bool = True, lm=None, show_progress:
     metrics = {
         "name": cfg.name, "task": task.name, "labels": names, "model": cfg.lm.model, "label_model": kind,
         **task.model_info(model), "features": cfg.student.features, "n_train": len(train_votes.ids),
-        "coverage": float(covered.mean()), "llm_calls": result.llm_calls + calls_in_tasks,
+        "coverage": float(covered.mean()),
+        "self_trained": int((~covered).sum()) if decision and decision["retrain"] and cfg.student.self_train else 0,
+        "llm_calls": result.llm_calls + calls_in_tasks,
         "llm_calls_in_tasks": calls_in_tasks, "llm_failures": result.failed,
         "records": {"total": sum(len(s.ids) for s in result.splits.values()), "new": len(result.new_records),
                     "failed_records": len(result.failed_records),

