@@ -4,7 +4,9 @@ For each fraction of the train split's (record, LLM labeler) answers, one labeli
 ``llm_budget: {fraction: F}`` with the budgeted selection (label-model entropy plus vote
 disagreement, ``random_share`` 0.5) and one with purely random selection at the same budget (the
 same rounds with ``random_share: 1.0``); the label model's probabilities train the student, which
-is scored on the test split. One run each, seeded (the project seed).
+is scored on the test split (YouTube also on the 1,386 train records outside its sample, ``*_heldout``).
+One run each, seeded (the project seed); the example project, whose 80 test records put one record at
+1.25 points, is also run at 0.3 once per seed in ``--example-seeds`` (``setup.example.over_seeds``).
 
 Answers come from the vote store and are charged against the budget (``count_stored=True``), so the
 fraction is honest on a store that already holds every answer. Fill the stores first; without
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -108,6 +109,26 @@ def curve(name: str, project, scored_on: dict, fractions, stored_only: bool) -> 
     return out, setup
 
 
+def over_seeds(name: str, project, scored_on: dict, fraction: float, seeds) -> dict:
+    """At one fraction, the student with every answer, budgeted and at random, per project seed (the draws, the
+    tie-breaks and the student's seed), and their means: one run each is noisy on a small test split."""
+    import statistics
+
+    rows = {}
+    for seed in seeds:
+        p = dataclasses.replace(project, config=project.config.model_copy(update={"seed": seed}))
+        row = {"all_answers": student_accuracy(p, budgeted(p, None, 0.0), scored_on)["test"]}
+        for mode, share in (("budgeted", BUDGETED_SHARE), ("random", 1.0)):
+            row[f"{mode}_acc"] = student_accuracy(p, budgeted(p, fraction, share), scored_on)["test"]
+        rows[str(seed)] = row
+        print(f"  {name} seed {seed} at {fraction}: every answer {row['all_answers']:.3f}, budgeted "
+              f"{row['budgeted_acc']:.3f}, random {row['random_acc']:.3f}", flush=True)
+    means = {k: round(statistics.mean(r[k] for r in rows.values()), 4) for k in ("all_answers", "budgeted_acc",
+                                                                               "random_acc")}
+    wins = sum(r["budgeted_acc"] > r["random_acc"] for r in rows.values())
+    return {"fraction": fraction, "seeds": rows, "mean": means, "budgeted_beats_random": f"{wins} of {len(rows)}"}
+
+
 def _label_model(project, args):
     """The project with ``label_model`` set to ``--label-model`` (every run of the curve uses the same)."""
     return dataclasses.replace(project, config=project.config.model_copy(update={"label_model": args.label_model}))
@@ -124,12 +145,8 @@ def youtube_curve(args) -> tuple[dict, dict]:
         sys.exit(f"{youtube.DATA} not found: the YouTube part needs the shared YouTube dataset (or --skip-youtube)")
     project = _label_model(load_project(youtube.prepare(args.train_size, args.dev_size, args.seed, args.model)), args)
     test = read_records(DataSpec(path=youtube.CACHE / "test.jsonl"), require_label=True)
-    # the YouTube train records outside the sample: gold labels the student never trains on, 5.5x the test split
-    sample = set(project.splits["train"]["id"])
-    outside = [r for r in map(json.loads, youtube.DATA.open(encoding="utf-8"))
-               if r["split"] == "train" and r["id"] not in sample]
     scored_on = {"test": (test["text"].tolist(), np.array([youtube.NAMES.index(x) for x in test["label"]])),
-                 "heldout": ([r["text"] for r in outside], np.array([r["label"] for r in outside]))}
+                 "heldout": youtube.heldout(project.splits["train"]["id"])}
     out, setup = curve("youtube", project, scored_on, args.fractions, args.stored_only)
     return out, {**setup, "store": str(project.config.store)}
 
@@ -142,6 +159,8 @@ def example_curve(args) -> tuple[dict, dict]:
     project = _label_model(load_project(args.example), args)
     scored_on = {"test": (project.splits["test"]["text"].tolist(), np.array(project.gold("test")))}
     out, setup = curve("example", project, scored_on, args.fractions, args.stored_only)
+    if args.example_seeds:
+        setup["over_seeds"] = over_seeds("example", project, scored_on, 0.3, args.example_seeds)
     return out, {**setup, "store": str(project.config.store)}
 
 
@@ -156,6 +175,8 @@ def main() -> None:
     parser.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS))
     parser.add_argument("--label-model", default="auto", choices=("auto", "snorkel", "majority"),
                         help="the label model of every run (auto: chosen on the gold dev records, as labelloop does)")
+    parser.add_argument("--example-seeds", type=int, nargs="*", default=list(range(8)),
+                        help="the example project at 0.3 once per seed (its 80 test records are noisy); none: skip")
     parser.add_argument("--skip-youtube", action="store_true")
     parser.add_argument("--skip-example", action="store_true")
     parser.add_argument("--stored-only", action="store_true", help="refuse to start unless every answer is stored")
@@ -191,6 +212,11 @@ def main() -> None:
             print(f"{fraction:>9}{row['budgeted_acc']:>10.3f}{row['llm_calls']:>9}{row['random_acc']:>9.3f}"
                   f"{row['random_llm_calls']:>9}   {row['budgeted_stopped']} / {row['random_stopped']}")
         print(f"LLM calls made in this run: {s['llm_calls_this_run']} (0 when every answer was stored); {s['wall_s']:.0f} s")
+        if "over_seeds" in s:
+            o = s["over_seeds"]
+            print(f"{name} at {o['fraction']} over {len(o['seeds'])} seeds (mean): every answer {o['mean']['all_answers']:.3f}, "
+                  f"budgeted {o['mean']['budgeted_acc']:.3f}, random {o['mean']['random_acc']:.3f}; budgeted beats random "
+                  f"in {o['budgeted_beats_random']}")
     print(f"-> {args.out}")
 
 

@@ -3,10 +3,10 @@
 On YouTube spam (the sample of benchmarks/youtube.py: 300 train rows with labels hidden, 50 gold dev
 rows, 250 test rows) and on the example project, three students are trained the same way (Snorkel
 label model, then the configured student) from three labeler sets on the same records, and scored
-on the test split:
+on the test split (YouTube also on the 1,386 train records outside the sample, `*_heldout`):
 
-- generated: only the keyword and regex labelers `labelloop propose-lfs` wrote (the LLM saw the
-  taxonomy and gold dev texts, never a train or test text);
+- generated: only the keyword, regex and similar labelers `labelloop propose-lfs` wrote (the LLM saw
+  the taxonomy and gold dev texts, never a train or test text);
 - prompted: only the LLM labelers of the project (zero-shot and prompted questions), one call per
   record per labeler on train and dev;
 - hand-written: only the project's own keyword, regex and Python labelers.
@@ -40,19 +40,19 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "data" / "example" / "config.yaml"
 
 
-def student_acc(project, test_texts: list[str], y_test) -> tuple[float, int, float]:
-    """The student's test accuracy from this labeler set, the LLM answers labeling used (train and dev), and the
-    share of train records some labeler voted on."""
+def student_acc(project, scored_on: dict) -> tuple[dict[str, float], int, float]:
+    """The student's accuracy from this labeler set on each of ``scored_on`` (name -> (texts, gold label ids)), the
+    LLM answers labeling used (train and dev), and the share of train records some labeler voted on."""
     from labelloop import label_dataset
 
     result = label_dataset(project, show_progress=False)
     used = sum(len(result.splits[s].ids) for s in ("train", "dev") if s in result.splits) * len(project.llm_labelers)
     train = result.splits["train"]
     coverage = float(project.task.covered(train.votes).mean())
-    return budget.student_accuracy(project, result, {"test": (test_texts, y_test)})["test"], used, coverage
+    return budget.student_accuracy(project, result, scored_on), used, coverage
 
 
-def compare(name: str, project, output: Path, test_texts: list[str], y_test, lm_threads: int | None) -> dict:
+def compare(name: str, project, output: Path, scored_on: dict, lm_threads: int | None) -> dict:
     from labelloop.flows.propose_lfs import propose_lfs
     from labelloop.labelers.base import LLMLabeler
 
@@ -69,8 +69,8 @@ def compare(name: str, project, output: Path, test_texts: list[str], y_test, lm_
            "lfs_proposed": len(proposed.candidates), "rounds": len(proposed.rounds), "stopped": proposed.stop_reason,
            "propose_s": round(propose_s, 1)}
     for key, variant in (("", generated), ("prompted_", prompted), ("handwritten_", handwritten)):
-        acc, used, coverage = student_acc(variant, test_texts, y_test)
-        row[f"{key}student_acc"] = round(acc, 4)
+        acc, used, coverage = student_acc(variant, scored_on)
+        row |= {f"{key}student_acc{'' if on == 'test' else '_' + on}": round(a, 4) for on, a in acc.items()}
         row[f"{key}train_coverage"] = round(coverage, 4)
         if key == "prompted_":
             row["prompted_llm_calls"] = used
@@ -79,12 +79,15 @@ def compare(name: str, project, output: Path, test_texts: list[str], y_test, lm_
                        "prompted": [lf.name for lf in prompted.llm_labelers],
                        "handwritten": [lf.name for lf in handwritten.heuristic_lfs]}
     row["setup"] = {"train_records": len(project.splits["train"]), "dev_records": len(project.splits["dev"]),
-                    "test_records": len(y_test), "label_model": project.config.label_model,
+                    **{f"{on}_records": len(y) for on, (_, y) in scored_on.items()}, "label_model": project.config.label_model,
                     "student_features": project.config.student.features, "seed": project.config.seed,
                     "model": project.config.lm.model, "generated_file": str(output.relative_to(ROOT))}
     print(f"{name}: generated {row['student_acc']:.3f} ({row['lfs_kept']} LFs, {row['llm_calls']} LLM calls) | "
           f"prompted {row['prompted_student_acc']:.3f} ({row['prompted_llm_calls']} calls) | "
-          f"hand-written {row['handwritten_student_acc']:.3f}", flush=True)
+          f"hand-written {row['handwritten_student_acc']:.3f}"
+          + "".join(f" | held out ({len(scored_on[on][1])}): generated {row['student_acc_' + on]:.3f}, prompted "
+                    f"{row['prompted_student_acc_' + on]:.3f}, hand-written {row['handwritten_student_acc_' + on]:.3f}"
+                    for on in scored_on if on != "test"), flush=True)
     return row
 
 
@@ -122,10 +125,10 @@ def settings_on_holdout(project, holdout, seed: int) -> dict:
         cfg = project.config.model_copy(update={"propose_lfs": spec})
         proposed = propose_lfs(dataclasses.replace(project, config=cfg), overwrite=True, show_progress=False)
         variant = _with_labelers(project, [], _generated_lfs(project, output))
-        acc, _, coverage = student_acc(variant, holdout["text"].tolist(), y)
-        out[name] = {"holdout_acc": round(acc, 4), "train_coverage": round(coverage, 4), "llm_calls": proposed.llm_calls,
-                     "lfs_kept": len(proposed.kept)}
-        print(f"youtube holdout ({len(y)} valid rows outside dev), {name}: {acc:.3f} ({len(proposed.kept)} LFs, "
+        acc, _, coverage = student_acc(variant, {"holdout": (holdout["text"].tolist(), y)})
+        out[name] = {"holdout_acc": round(acc["holdout"], 4), "train_coverage": round(coverage, 4),
+                     "llm_calls": proposed.llm_calls, "lfs_kept": len(proposed.kept)}
+        print(f"youtube holdout ({len(y)} valid rows outside dev), {name}: {acc['holdout']:.3f} ({len(proposed.kept)} LFs, "
               f"coverage {coverage:.2f}, {proposed.llm_calls} calls)", flush=True)
     return out
 
@@ -146,8 +149,8 @@ def youtube_part(args) -> tuple[dict, dict | None]:
     holdout = pd.DataFrame([{"id": r["id"], "text": r["text"], "label": youtube.NAMES[r["label"]]} for r in rows
                             if r["split"] == "valid" and r["id"] not in dev_ids])
     tuning = settings_on_holdout(project, holdout, args.seed)
-    row = compare("youtube", project, youtube.CACHE / "generated_lfs.yaml", test["text"].tolist(), y_test,
-                  args.threads)
+    scored_on = {"test": (test["text"].tolist(), y_test), "heldout": youtube.heldout(project.splits["train"]["id"])}
+    row = compare("youtube", project, youtube.CACHE / "generated_lfs.yaml", scored_on, args.threads)
     row["settings_on_valid_holdout"] = tuning
     scale = None
     if not args.skip_scale:  # the same proposals with the whole train split as the unlabeled pool
@@ -174,7 +177,8 @@ def example_part(args) -> dict:
     project = load_project(args.example, skip_missing_includes=True)
     test = project.splits["test"]
     output = ROOT / "benchmarks" / ".cache" / "example" / "generated_lfs.yaml"
-    return compare("example", project, output, test["text"].tolist(), np.array(project.gold("test")), args.threads)
+    return compare("example", project, output, {"test": (test["text"].tolist(), np.array(project.gold("test")))},
+                   args.threads)
 
 
 def main() -> None:

@@ -195,10 +195,8 @@ def main() -> None:
     y_train = np.array([names.index(x) for x in gold])
     test = read_records(DataSpec(path=youtube.CACHE / "test.jsonl"), require_label=True)
     y_test = np.array([names.index(x) for x in test["label"]])
-    outside = [r for r in map(json.loads, youtube.DATA.open(encoding="utf-8"))
-               if r["split"] == "train" and r["id"] not in set(train.ids)]
-    scored_on = {"heldout": ([r["text"] for r in outside], np.array([r["label"] for r in outside])),
-                 "test": (test["text"].tolist(), y_test)}
+    scored_on = {"heldout": youtube.heldout(train.ids), "test": (test["text"].tolist(), y_test)}
+    outside = scored_on["heldout"][0]
 
     picked = None if args.skip_selection else selection(args, set(train.ids))
 

@@ -79,6 +79,16 @@ def prepare(train_size: int, dev_size: int, seed: int, model: str) -> Path:
     return CACHE / "config.yaml"
 
 
+def heldout(sample_ids) -> tuple[list[str], object]:
+    """The YouTube train records outside ``sample_ids`` (the benchmark's train sample): texts and gold label ids. The
+    student never trains on them, and there are 5.5x as many as in the test split (1,386 against 250)."""
+    import numpy as np
+
+    sample = set(sample_ids)
+    outside = [r for r in map(json.loads, DATA.open(encoding="utf-8")) if r["split"] == "train" and r["id"] not in sample]
+    return [r["text"] for r in outside], np.array([r["label"] for r in outside], dtype=int)
+
+
 def cost_per_record(project, student, texts: list[str], n_llm: int = 10) -> dict:
     """Seconds per record, measured side by side now: the student on every text, the LLM on a few fresh calls."""
     import dspy

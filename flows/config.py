@@ -152,7 +152,8 @@ class LLMBudgetSpec(_Strict):
 
 
 class ProposeLFsSpec(_Strict):
-    """`labelloop propose-lfs`: the LLM writes keyword and regex labeling functions, scored on the gold dev records."""
+    """`labelloop propose-lfs`: the LLM writes keyword, regex and similar labeling functions, scored on the gold dev
+    records."""
 
     output: Path = Path("generated_lfs.yaml")  # the labelers file the config includes (`{include: generated_lfs.yaml}`)
     rounds: int = Field(3, ge=1, le=20)
@@ -160,6 +161,7 @@ class ProposeLFsSpec(_Strict):
     examples: int = Field(8, ge=1, le=50)  # gold dev texts of the label (and as many of others) shown per proposal
     samples: int = Field(1, ge=1, le=10)  # proposals per label and round, each shown another seeded sample of texts
     word_forms: bool = True  # proposed words also match their common inflections (refund: refunds, refunded)
+    similar: bool = True  # also ask, once per label, for example texts: a `similar` rule (embedding similarity) each
     min_dev_matches: int = Field(1, ge=0)  # rules matching fewer gold dev records are dropped (0: the label model judges them)
     min_accuracy: float = Field(0.65, ge=0, le=1)  # dev accuracy with one right and one wrong match added
     min_coverage: float = Field(0.002, ge=0, le=1)  # share of the unlabeled records a rule must match
@@ -366,11 +368,21 @@ def read_yaml(path: Path, what: str, hint: str = ""):
         raise ConfigError(f"{what} file {path} cannot be read: {exc.strerror or exc}") from None
 
 
-INCLUDABLE = ("keywords", "regex")
+INCLUDABLE = ("keywords", "regex", "similar")  # declarative labelers: data only, no code runs from an included file
+
+
+def _listed(names: tuple[str, ...]) -> str:
+    """``a, b and c``.
+
+    >>> _listed(("keywords", "regex", "similar")), _listed(("keywords",))
+    ('keywords, regex and similar', 'keywords')
+    """
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else list(names))
 
 
 def included_labelers(item: dict, where: str, base: Path, skip_missing: bool) -> list[LabelerSpec]:
-    """The labelers of a ``{include: FILE}`` entry: a YAML list of keyword and regex labelers (no code runs from it)."""
+    """The labelers of a ``{include: FILE}`` entry: a YAML list of keywords, regex and similar labelers (no code runs
+    from it)."""
     if set(item) != {"include"} or not isinstance(item["include"], str) or not item["include"].strip():
         raise ConfigError(f"{where}: an include entry is `{{include: FILE}}` with a YAML file name and nothing else, got "
                           f"{item!r}")
@@ -389,7 +401,7 @@ def included_labelers(item: dict, where: str, base: Path, skip_missing: bool) ->
             raise ConfigError(f"{path}: {problem}")
         kind = entry.get("type") if isinstance(entry, dict) else None
         if kind not in INCLUDABLE:
-            raise ConfigError(f"{path}: entry {j}: an included file holds only {' and '.join(INCLUDABLE)} labelers, got "
+            raise ConfigError(f"{path}: entry {j}: an included file holds only {_listed(INCLUDABLE)} labelers, got "
                               f"{'type ' + repr(kind) if isinstance(entry, dict) else type(entry).__name__}")
         try:
             specs.append(LABELER_TYPES[kind].model_validate(entry))

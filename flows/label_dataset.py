@@ -22,6 +22,7 @@ from snorkel.labeling import LFApplier
 from labelloop.flows.project import Project
 from labelloop.flows.store import Asked, VoteStore, stored_or_asked
 from labelloop.labelers.base import LLMLabeler
+from labelloop.labelers.labels import ABSTAIN
 from labelloop.programs.calls import call_with_retries, is_context_overflow, is_fatal
 
 if TYPE_CHECKING:
@@ -130,9 +131,26 @@ def lm_getter(project: Project, lm=None) -> Callable[[], dspy.LM]:
 
 
 def apply_heuristics(lfs: list, texts: list[str]) -> np.ndarray:
-    if not lfs:
-        return np.empty((len(texts), 0), dtype=int)
-    return LFApplier(lfs).apply([SimpleNamespace(text=t) for t in texts], progress_bar=False)
+    """(n, m) votes of the heuristic labelers ``lfs`` on ``texts``, one column per labeler in the order of ``lfs``.
+
+    Labelers with a ``vote_embedded`` method (``similar``) vote on the texts' sentence embeddings, made
+    once for all of them; the others (Snorkel LFs) go through Snorkel's ``LFApplier``.
+    """
+    out = np.full((len(texts), len(lfs)), ABSTAIN, dtype=int)
+    if not lfs or len(texts) == 0:
+        return out
+    embedded_at = [j for j, lf in enumerate(lfs) if hasattr(lf, "vote_embedded")]
+    applied_at = [j for j, lf in enumerate(lfs) if not hasattr(lf, "vote_embedded")]
+    if embedded_at:
+        from labelloop.programs.embeddings import embed
+
+        embedded = embed(list(texts))
+        for j in embedded_at:
+            out[:, j] = lfs[j].vote_embedded(embedded)
+    if applied_at:
+        out[:, applied_at] = LFApplier([lfs[j] for j in applied_at]).apply([SimpleNamespace(text=t) for t in texts],
+                                                                            progress_bar=False)
+    return out
 
 
 def llm_votes(project: Project, labeler: LLMLabeler, answers: dict[str, dict], splits: dict[str, SplitVotes],

@@ -1,8 +1,10 @@
-"""The `propose-lfs` flow: the LLM writes keyword and regex labeling functions once per project, not once per record.
+"""The `propose-lfs` flow: the LLM writes labeling functions once per project, not once per record.
 
 Per label, the LLM sees the taxonomy, some gold dev texts of that label and some of the others, and
 proposes keyword rules (any of / all of / none of) and regular expressions (``programs.lf_proposal``;
-each regex checked for catastrophic backtracking before it runs). Every candidate is scored on the
+each regex checked for catastrophic backtracking before it runs); in the first round it also writes a
+few new example texts of the label, which become a ``similar`` rule (records whose sentence embedding
+is close to one of them; the threshold chosen on the gold dev records). Every candidate is scored on the
 gold dev records (accuracy, coverage) and on a seeded sample of the unlabeled records (coverage,
 overlap, conflict with the kept rules of other labels, redundancy with those of its own label);
 candidates below the thresholds are dropped and near-duplicates merged into the better one. Each
@@ -13,7 +15,7 @@ dev records right, when no label has misses, or when the call budget is spent.
 Every proposal is kept in the project's step cache, keyed by its inputs, the model and the prompt
 version: a rerun (or a run resumed after a crash) pays only for proposals it has not stored, and
 the budget counts stored proposals at what they cost, so a rerun makes the same choices. The kept
-rules are written as ordinary ``keywords`` / ``regex`` labelers to a YAML file that the config
+rules are written as ordinary ``keywords`` / ``regex`` / ``similar`` labelers to a YAML file that the config
 includes (``labelers: [{include: generated_lfs.yaml}]``), each with its dev accuracy and coverage as
 a comment, beside a Markdown report of every candidate and why it was kept or dropped. The test
 split is never read. ``propose_lfs`` is a plain function; ``labelloop.flows.orchestration.propose_lfs_flow``
@@ -38,11 +40,12 @@ from labelloop.flows.io import write_text
 from labelloop.flows.store import StepCache, progress_bar, stored_or_asked
 from labelloop.labelers.heuristics import make_rule
 from labelloop.programs.errors import ConfigError, StateError
-from labelloop.programs.lf_proposal import RuleProposer, prompt_version, rule_key
+from labelloop.programs.lf_proposal import ExampleWriter, RuleProposer, examples_version, prompt_version, rule_key
 
 logger = logging.getLogger("labelloop")
 EXAMPLE_CHARS = 300  # each example text shown to the LLM is cut to this many characters
 REDUNDANT = 0.95  # a candidate whose matches are this much covered by kept rules of its label adds nothing
+THRESHOLDS = tuple(round(0.3 + 0.05 * i, 2) for i in range(12))  # a similar rule's cosine threshold: 0.30 to 0.85
 
 
 @dataclass
@@ -50,7 +53,7 @@ class Candidate:
     """One proposed rule for one label, with where it came from and how it scored."""
 
     label: str
-    rule: dict  # {"words": [...]} or {"pattern": ...}, with "all_of" and "none_of"
+    rule: dict  # {"words": [...]} or {"pattern": ...}, with "all_of" and "none_of"; or {"similar_to": [...], "threshold"}
     round: int
     dev: np.ndarray  # matches on the gold dev records
     pool: np.ndarray  # matches on the sampled unlabeled records
@@ -74,6 +77,8 @@ class Candidate:
         >>> Candidate("spam", rule, 1, np.zeros(1), np.zeros(1)).describe()
         'any of [free, win] and all of [iphone]'
         """
+        if "similar_to" in self.rule:
+            return f"similar to {len(self.rule['similar_to'])} example texts (cosine >= {self.rule['threshold']})"
         if "pattern" in self.rule:
             text = f"regex {self.rule['pattern']}"
         else:
@@ -103,6 +108,23 @@ def matches(rule: dict, texts: list[str]) -> np.ndarray:
     compiled = make_rule(words=rule.get("words"), pattern=rule.get("pattern"), all_of=rule.get("all_of", []),
                          none_of=rule.get("none_of", []), forms=rule.get("forms", False))
     return np.fromiter((compiled.matches(t) for t in texts), dtype=bool, count=len(texts))
+
+
+def similar_candidate(label: str, texts: list[str], gold: list[str], dev_embedded, pool_embedded, round_: int) -> Candidate:
+    """A ``similar`` rule from the LLM's example texts of ``label``, its threshold chosen on the gold dev records: the
+    one in ``THRESHOLDS`` where the records it matches hold the most right minus wrong (ties: the higher threshold).
+
+    The texts are the LLM's own, never dev texts, so the dev records judge the rule as they judge a keyword rule.
+    """
+    from labelloop.labelers.heuristics import max_similarity
+
+    dev, pool = max_similarity(dev_embedded, texts), max_similarity(pool_embedded, texts)
+    mine = np.array([g == label for g in gold], dtype=bool)
+    threshold = max(THRESHOLDS, key=lambda t: (int((dev >= t)[mine].sum()) - int((dev >= t)[~mine].sum()), t))
+    c = Candidate(label, {"similar_to": list(texts), "threshold": threshold}, round_, dev >= threshold,
+                  pool >= threshold)
+    c.dev_correct = int(c.dev[mine].sum())
+    return c
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
@@ -135,7 +157,8 @@ def _why_dropped(c: Candidate, kept: list[Candidate], spec: ProposeLFsSpec, pool
     if pool_size and n_pool / pool_size < spec.min_coverage:
         return f"matches {n_pool} of {pool_size} unlabeled records, below min_coverage {spec.min_coverage}"
     both = np.concatenate([c.dev, c.pool])
-    same = [k for k in kept if k.label == c.label]
+    # of its label and kind: a similar rule (meaning) does not make the keyword rules (words) redundant, nor they it
+    same = [k for k in kept if k.label == c.label and ("similar_to" in k.rule) == ("similar_to" in c.rule)]
     for k in same:
         overlap = jaccard(both, np.concatenate([k.dev, k.pool]))
         if overlap >= spec.duplicate_overlap:
@@ -248,6 +271,19 @@ def propose_lfs(project, *, lm=None, overwrite: bool = False, show_progress: boo
     cache = StepCache(cfg.store)
     version = _key("propose-lfs", prompt_version(), spec.max_attempts, lm_key(cfg.lm))
     program = RuleProposer(spec.max_attempts)
+    writer = ExampleWriter(spec.max_attempts)
+    writer_version = _key("propose-lfs-examples", examples_version(), spec.max_attempts, lm_key(cfg.lm))
+    embedded: dict[str, np.ndarray] = {}
+
+    def embeddings() -> tuple[np.ndarray, np.ndarray]:
+        """The dev and unlabeled texts' sentence embeddings, once (for the similar rules)."""
+        if not embedded:
+            from labelloop.programs.embeddings import embed
+
+            logger.info("propose-lfs: embedding %d gold dev and %d unlabeled records for the similar rules",
+                        len(dev_texts), len(pool_texts))
+            embedded["dev"], embedded["pool"] = embed(dev_texts), embed(pool_texts)
+        return embedded["dev"], embedded["pool"]
     candidates: list[Candidate] = []
     seen: set[tuple[str, str]] = set()
     kept: list[Candidate] = []
@@ -265,17 +301,32 @@ def propose_lfs(project, *, lm=None, overwrite: bool = False, show_progress: boo
                 stop = "the kept rules get every gold dev record right"
                 break
             summary = {"round": round_, "labels_asked": [], "calls": 0, "new_calls": 0, "candidates": 0}
+            # the first round also asks, once per label, for example texts: one similar rule each
+            firsts: dict[str, dict] = {}
+            for label, inputs in asks:
+                firsts.setdefault(label, inputs)
+            writes = list(firsts.items()) if round_ == 1 and spec.similar else []
             with progress_bar(show_progress) as progress:
-                bar = progress.add_task(f"propose-lfs round {round_}", total=len(asks))
-                for label, inputs in asks:
+                bar = progress.add_task(f"propose-lfs round {round_}", total=len(writes) + len(asks))
+                for kind, (label, inputs) in [("similar", a) for a in writes] + [("rules", a) for a in asks]:
                     if spent >= budget:
                         break
-                    answer, calls, new = _ask(program, inputs, label, round_, get_lm, cache, version)
+                    if kind == "similar":
+                        inputs = {k: v for k, v in inputs.items() if k in ("labels", "label", "examples")}
+                        answer, calls, new = _ask(writer, inputs, f"{label} examples", get_lm, cache, writer_version)
+                    else:
+                        answer, calls, new = _ask(program, inputs, f"{label} round {round_}", get_lm, cache, version)
                     spent, this_run = spent + calls, this_run + new
                     if label not in summary["labels_asked"]:
                         summary["labels_asked"].append(label)
                     summary["calls"] += calls
                     summary["new_calls"] += new
+                    progress.advance(bar)
+                    if kind == "similar":
+                        if answer["texts"]:
+                            candidates.append(similar_candidate(label, answer["texts"], gold, *embeddings(), round_))
+                            summary["candidates"] += 1
+                        continue
                     for rule in answer["rules"]:
                         rule = {**rule, "forms": spec.word_forms and "pattern" not in rule}
                         if (label, rule_key(rule)) in seen:
@@ -285,7 +336,6 @@ def propose_lfs(project, *, lm=None, overwrite: bool = False, show_progress: boo
                         c.dev_correct = int(sum(1 for i in np.flatnonzero(c.dev) if gold[i] == label))
                         candidates.append(c)
                         summary["candidates"] += 1
-                    progress.advance(bar)
             kept = select(candidates, spec, len(pool_texts))
             outcome = dev_outcome(kept, gold)
             right = sum(1 for o, g in zip(outcome, gold) if o == g)
@@ -311,18 +361,19 @@ def propose_lfs(project, *, lm=None, overwrite: bool = False, show_progress: boo
     return result
 
 
-def _ask(program: RuleProposer, inputs: dict, label: str, round_: int, get_lm, cache: StepCache,
-         version: str) -> tuple[dict, int, int]:
-    """A proposal from the step cache, or from the LM (``get_lm()``). Returns (answer, what it cost, new calls)."""
+def _ask(program, inputs: dict, what: str, get_lm, cache: StepCache, version: str) -> tuple[dict, int, int]:
+    """A proposal (``RuleProposer``) or example texts (``ExampleWriter``) from the step cache, or from the LM
+    (``get_lm()``). Returns (answer, what it cost, new calls)."""
     import dspy
 
     def ask(_text: str) -> tuple[dict, int]:
         with dspy.context(lm=get_lm()):
-            proposal = program(**inputs).to_dict()
-        return proposal, proposal["calls"]
+            answer = program(**inputs)
+        answer = answer.to_dict() if hasattr(answer, "to_dict") else answer
+        return answer, answer["calls"]
 
-    item = [(f"{label} round {round_}", json.dumps(inputs, sort_keys=True))]  # the inputs tell samples apart
-    got = stored_or_asked(cache, version, item, ask, name=f"propose {label}", show_progress=False, tolerate_errors=False)
+    item = [(what, json.dumps(inputs, sort_keys=True))]  # the inputs tell samples apart
+    got = stored_or_asked(cache, version, item, ask, name=f"propose {what}", show_progress=False, tolerate_errors=False)
     answer = got.answers[item[0][0]]
     return answer, int(answer.get("calls", 0)), got.calls
 
@@ -334,7 +385,8 @@ def _slug(text: str) -> str:
 def _name(kept: list[Candidate], cfg: ProjectConfig) -> None:
     taken = {getattr(spec, "name", None) for spec in cfg.labelers if getattr(spec, "origin", None) is None}
     for c in kept:
-        stem = f"gen_{_slug(c.label)}_" + ("re" if "pattern" in c.rule else _slug(c.rule["words"][0]))
+        stem = f"gen_{_slug(c.label)}_" + ("re" if "pattern" in c.rule else "similar" if "similar_to" in c.rule
+                                            else _slug(c.rule["words"][0]))
         name, i = stem, 1
         while name in taken:
             i += 1
@@ -350,7 +402,8 @@ def _scores(c: Candidate, n_dev: int, n_pool: int) -> str:
 
 
 def lfs_yaml(cfg: ProjectConfig, result: ProposeResult) -> str:
-    """The kept rules as a YAML list of ``keywords`` / ``regex`` labelers, each with its scores as a comment."""
+    """The kept rules as a YAML list of ``keywords`` / ``regex`` / ``similar`` labelers, each with its scores as a
+    comment."""
     lines = [f"# Labeling functions written by `labelloop propose-lfs` for {cfg.name}: {len(result.kept)} kept of "
              f"{len(result.candidates)} proposed,",
              f"# {result.llm_calls} LLM calls, scored on {result.dev_records} gold dev records and {result.pool_records} "
@@ -358,8 +411,10 @@ def lfs_yaml(cfg: ProjectConfig, result: ProposeResult) -> str:
              "# Read, edit or delete them; include this file from the config's labelers:",
              f"#   labelers: [..., {{include: {result.output.name}}}]", ""]
     for c in sorted(result.kept, key=lambda c: (c.label, c.name)):
-        entry = {"type": "regex" if "pattern" in c.rule else "keywords", "name": c.name, "label": c.label}
-        entry |= {"pattern": c.rule["pattern"]} if "pattern" in c.rule else {"words": c.rule["words"]}
+        kind = "regex" if "pattern" in c.rule else "similar" if "similar_to" in c.rule else "keywords"
+        entry = {"type": kind, "name": c.name, "label": c.label}
+        entry |= ({"pattern": c.rule["pattern"]} if kind == "regex" else {"words": c.rule["words"]} if kind == "keywords"
+                  else {"examples": c.rule["similar_to"], "threshold": c.rule["threshold"]})
         entry |= {k: c.rule[k] for k in ("all_of", "none_of", "forms") if c.rule.get(k)}
         entry["origin"] = f"propose-lfs round {c.round}"
         lines.append(f"# {c.label}: {_scores(c, result.dev_records, result.pool_records)}")

@@ -1,17 +1,23 @@
-"""Keyword and regex labeling functions built from config, as Snorkel LFs.
+"""Declarative heuristic labeling functions built from config: keywords, regex and similar.
 
-Both are one declarative ``Rule``: it matches a text when its pattern occurs (any of the keywords,
-or the regular expression), each of ``all_of`` occurs too and none of ``none_of`` does. Rules run
-on every record with no LLM call; ``labelloop propose-lfs`` writes them from the LLM's proposals.
+Keyword and regex labelers are Snorkel LFs over one declarative ``Rule``: it matches a text when its
+pattern occurs (any of the keywords, or the regular expression), each of ``all_of`` occurs too and
+none of ``none_of`` does. A ``similar`` labeler (``SimilarityLF``) votes its label where a record's
+MiniLM sentence embedding has a cosine similarity of at least ``threshold`` to any of a few example
+texts; ``labelloop.flows.label_dataset.apply_heuristics`` embeds every record once for all of them.
+All three are data, not code: they run on every record with no LLM call, and ``labelloop
+propose-lfs`` writes them from the LLM's proposals.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field
+import numpy as np
+from pydantic import Field, field_validator
 from snorkel.labeling import LabelingFunction
 
 from labelloop.labelers.base import LabelerSpec, register_labeler
@@ -156,3 +162,84 @@ class RegexLF(_RuleSpec):
 
     def rule(self) -> Rule:
         return make_rule(pattern=self.pattern, all_of=self.all_of, none_of=self.none_of, forms=self.forms)
+
+
+MAX_EXAMPLES = 50  # example texts of one `similar` labeler
+MAX_EXAMPLE_CHARS = 1_000
+_SIMILARITY_SLACK = 1e-6  # float32 rounding: a record equal to an example reaches threshold 1.0
+
+
+@lru_cache(maxsize=256)
+def _example_embeddings(examples: tuple[str, ...]) -> np.ndarray:
+    """(len(examples), d) L2-normalised embeddings of the example texts, computed once per process (read-only)."""
+    from labelloop.programs.embeddings import embed
+
+    vectors = np.asarray(embed(list(examples)), dtype=np.float32)
+    vectors.flags.writeable = False
+    return vectors
+
+
+def max_similarity(embedded: np.ndarray, examples: list[str]) -> np.ndarray:
+    """(n,) the highest cosine similarity of each row of ``embedded`` to any of ``examples``.
+
+    ``embedded``: rows of ``labelloop.programs.embeddings.embed(texts)`` (L2-normalised), so a dot
+    product is the cosine similarity. The examples are embedded once per process (cached by their tuple).
+    """
+    examples = tuple(examples)
+    if not examples:
+        raise ValueError("max_similarity needs at least one example text")
+    embedded = np.asarray(embedded, dtype=np.float32)
+    if embedded.size == 0:  # embed([]) is shape (0,)
+        return np.zeros(len(embedded), dtype=np.float32)
+    if embedded.ndim != 2:
+        raise ValueError(f"expected an (n, d) array of embeddings, got shape {embedded.shape}")
+    return (embedded @ _example_embeddings(examples).T).max(axis=1)
+
+
+@dataclass(frozen=True)
+class SimilarityLF:
+    """Votes ``label`` where a text's sentence embedding is within ``threshold`` cosine similarity of any example.
+
+    ``vote_embedded`` votes on many records embedded once (``apply_heuristics`` does that); calling
+    the object votes on one record with a ``.text``, as a Snorkel labeling function does.
+    """
+
+    name: str
+    label: int
+    examples: tuple[str, ...]
+    threshold: float
+
+    def vote_embedded(self, embedded: np.ndarray) -> np.ndarray:
+        """One vote per row of ``embedded`` (rows of ``embed(texts)``): ``label`` or ABSTAIN."""
+        hits = max_similarity(embedded, list(self.examples)) >= self.threshold - _SIMILARITY_SLACK
+        return np.where(hits, self.label, ABSTAIN).astype(int)
+
+    def __call__(self, x) -> int:
+        from labelloop.programs.embeddings import embed
+
+        return int(self.vote_embedded(embed([x.text]))[0])
+
+
+@register_labeler
+class SimilarLF(LabelerSpec):
+    """Votes ``label`` on records whose MiniLM sentence embedding is close (cosine >= ``threshold``) to an example."""
+
+    type: Literal["similar"]
+    name: str
+    label: str
+    examples: list[str] = Field(min_length=1, max_length=MAX_EXAMPLES)
+    threshold: float = Field(gt=0, le=1)
+    origin: str | None = None  # where the rule came from (propose-lfs writes it), shown in the report
+
+    @field_validator("examples")
+    @classmethod
+    def _plain_examples(cls, v: list[str]) -> list[str]:
+        for i, text in enumerate(v):
+            if not text.strip():
+                raise ValueError(f"example {i} is blank; expected texts that are not blank")
+            if len(text) > MAX_EXAMPLE_CHARS:
+                raise ValueError(f"example {i} has {len(text):,} characters; at most {MAX_EXAMPLE_CHARS:,} each")
+        return v
+
+    def build(self, taxonomy: Taxonomy) -> list:
+        return [SimilarityLF(self.name, self.label_id(taxonomy, self.label), tuple(self.examples), self.threshold)]

@@ -1,4 +1,4 @@
-"""The LLM writes labeling functions: keyword and regex rules for one label, checked before anything runs them.
+"""The LLM writes labeling functions for one label: keyword and regex rules, and example texts; checked before use.
 
 An answer is typed (a JSON schema, so the embedded model's grammar constrains it) and then
 validated rule by rule: words are trimmed, lower-cased and bounded in number and length; a regular
@@ -6,6 +6,11 @@ expression must compile and pass ``regex_safety.regex_problem`` (no catastrophic
 rule that fails is dropped with its reason; an answer with no usable rule is asked again with the
 problems stated, a bounded number of times. Nothing here reads or writes files, and no generated
 code is ever executed: a rule is data that ``labelers.heuristics.make_rule`` turns into a matcher.
+
+``ExampleWriter`` asks for a few new texts typical of a label: a ``similar`` rule votes the label on
+the records whose sentence embedding is close to one of them (``labelers.heuristics.max_similarity``),
+which finds the paraphrases that no keyword list covers. The texts are trimmed, bounded and
+de-duplicated, and copies of the texts shown are dropped (the rule's threshold is chosen on them).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from dspy.utils.exceptions import AdapterParseError
 
 from labelloop.programs.choice import CompactJSONAdapter
 from labelloop.programs.regex_safety import MAX_PATTERN_CHARS, regex_problem
-from labelloop.programs.signatures import ProposeRules
+from labelloop.programs.signatures import ExampleTexts, ProposeRules, WriteExamples
 from labelloop.programs.taxonomy import retry_config
 
 # Bump when the prompt or the validation changes in a way the signature text does not show; part of every cache key.
@@ -33,6 +38,11 @@ MAX_WORDS = 8  # per list of a keyword rule
 MAX_WORD_CHARS = 40
 MAX_PHRASE_WORDS = 4
 MAX_TOKENS = 300
+EXAMPLES_VERSION = "lf-examples-1"
+MIN_TEXTS = 3  # an answer with fewer usable example texts is asked again
+MAX_TEXTS = 10
+MIN_TEXT_CHARS, MAX_TEXT_CHARS = 8, 300
+EXAMPLES_MAX_TOKENS = 500
 
 
 def prompt_version() -> str:
@@ -127,6 +137,8 @@ def rule_key(rule: dict) -> str:
     """
     if "pattern" in rule:
         return "re:" + rule["pattern"]
+    if "similar_to" in rule:
+        return "sim:" + "|".join(sorted(rule["similar_to"])) + f"@{rule['threshold']}"
     return "kw:" + "|".join(sorted(rule["words"])) + "&" + "|".join(sorted(rule.get("all_of", []))) + "!" + \
         "|".join(sorted(rule.get("none_of", [])))
 
@@ -191,6 +203,83 @@ class RuleProposer(dspy.Module):
             problems = [d["problem"] for d in dropped][:6] or ["the answer held no rule: give at least five keywords"]
             history += problems
         return Proposal([], self.max_attempts, dropped, history)
+
+
+def examples_version() -> str:
+    """A hash of what shapes the example texts besides the inputs (as ``prompt_version`` for the rules)."""
+    blob = [EXAMPLES_VERSION, WriteExamples.instructions,
+            {k: str(v.json_schema_extra) for k, v in WriteExamples.fields.items()}, ExampleTexts.model_json_schema(),
+            MIN_TEXTS, MAX_TEXTS, MIN_TEXT_CHARS, MAX_TEXT_CHARS, EXAMPLES_MAX_TOKENS]
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def clean_texts(value, shown: str = "") -> tuple[list[str], list[str]]:
+    """Usable example texts: trimmed, bounded, distinct and not copies of a text ``shown`` (its numbered lines);
+    and the problems of what was left out.
+
+    >>> clean_texts(["  My parcel  never came. ", "my parcel never came.", "hi", 7], "1. where is my order")
+    (['My parcel never came.'], ["'hi' is shorter than 8 characters", "'7' is not text"])
+    >>> clean_texts(["Where is my order"], "1. where is my order")[1]
+    ["'Where is my order' copies a text shown; write new ones"]
+    """
+    if not isinstance(value, (list, tuple)):
+        return [], [f"expected a list of texts, got {_short(value)!r}"]
+    copies = {_flat(re.sub(r"^\d+\.\s*", "", line)) for line in shown.splitlines()}
+    texts, seen, problems = [], set(), []
+    for item in value:
+        if not isinstance(item, str):
+            problems.append(f"{_short(item)!r} is not text")
+            continue
+        text = " ".join(item.split())
+        if len(text) < MIN_TEXT_CHARS:
+            problems.append(f"{_short(text)!r} is shorter than {MIN_TEXT_CHARS} characters")
+        elif len(text) > MAX_TEXT_CHARS or "\x00" in text:
+            problems.append(f"{_short(text)!r} is longer than {MAX_TEXT_CHARS} characters")
+        elif _flat(text) in copies:
+            problems.append(f"{_short(text)!r} copies a text shown; write new ones")
+        elif _flat(text) not in seen:
+            seen.add(_flat(text))
+            texts.append(text)
+    if len(texts) > MAX_TEXTS:
+        problems.append(f"{len(texts)} texts; the first {MAX_TEXTS} are kept")
+        texts = texts[:MAX_TEXTS]
+    return texts, problems
+
+
+class ExampleWriter(dspy.Module):
+    """New example texts of one label (for a ``similar`` rule); validated, with bounded retries (``max_attempts``).
+
+    Returns a dict: ``texts`` (empty when no attempt gave ``MIN_TEXTS`` usable ones), ``calls``, ``dropped``
+    (the problems of the last answer) and ``retried_for``."""
+
+    def __init__(self, max_attempts: int = 2, max_tokens: int = EXAMPLES_MAX_TOKENS):
+        super().__init__()
+        self.predict = dspy.Predict(WriteExamples)
+        self.max_attempts = max(1, max_attempts)
+        self.max_tokens = max_tokens
+
+    def forward(self, **inputs) -> dict:
+        problems, history, texts = ["none"], [], []
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                with dspy.context(adapter=CompactJSONAdapter()):
+                    pred = self.predict(**inputs, problems=_problem_text(problems),
+                                        config=retry_config(attempt, self.max_tokens))
+            except AdapterParseError as exc:
+                problems = [f"the answer was not the requested JSON ({_short(exc.lm_response)}); answer with a JSON "
+                            "object with the field texts, a list of texts"]
+                history += problems
+                continue
+            texts, problems = clean_texts(getattr(pred["texts"], "root", pred["texts"]), inputs.get("examples", ""))
+            if len(texts) >= MIN_TEXTS:
+                return {"texts": texts, "calls": attempt, "dropped": problems, "retried_for": history}
+            problems = problems[:6] + [f"{len(texts)} usable texts; write at least {MIN_TEXTS + 2}"]
+            history += problems
+        return {"texts": [], "calls": self.max_attempts, "dropped": problems, "retried_for": history}
 
 
 def _jsonable(value):

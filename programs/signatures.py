@@ -152,3 +152,20 @@ class ProposeRules(dspy.Signature):
     keywords: Keywords = dspy.OutputField(desc="distinct words or short phrases, one rule each")
     combinations: Combinations = dspy.OutputField(desc="may be empty")
     regex_rules: Patterns = dspy.OutputField(desc="regular expressions; may be empty")
+
+
+class ExampleTexts(pydantic.RootModel[list[str]]):
+    root: list[str] = pydantic.Field(json_schema_extra={"minItems": 5, "maxItems": 10})
+
+
+class WriteExamples(dspy.Signature):
+    """Write new short texts that clearly belong to one label of a text classification task, as a labeling rule's
+    examples: a text is given this label when it reads like one of them. Each text is about a different situation of
+    this label (its description lists them), written as the examples are written (same voice, style and length), but
+    never a copy of an example. No text may fit another label."""
+
+    labels: str = dspy.InputField(desc="the task's labels and what each means")
+    label: str = dspy.InputField(desc="the label the texts must belong to")
+    examples: str = dspy.InputField(desc="texts of this label, to write like but not to copy")
+    problems: str = dspy.InputField(desc="problems with your previous answer, to fix now; 'none' on the first try")
+    texts: ExampleTexts = dspy.OutputField(desc="distinct new texts of this label, one or two sentences each")

@@ -1,4 +1,4 @@
-"""A recorded-answer LM for `propose-lfs`, at the DSPy seam: rule proposals per label, given in turn."""
+"""A recorded-answer LM for `propose-lfs`, at the DSPy seam: rule proposals and example texts per label, in turn."""
 
 from __future__ import annotations
 
@@ -27,15 +27,40 @@ EXAMPLE_ANSWERS = {
 }
 
 
+# what a model could write as example texts of each label (the similar rules), in the example project's style
+EXAMPLE_TEXTS = {
+    "billing": ["I was charged twice for the same order, please refund one payment.",
+                "The invoice shows a higher price than I paid at checkout.",
+                "My discount code was not applied and I paid full price."],
+    "shipping": ["My parcel has not arrived yet and the tracking has not moved in days.",
+                 "The courier left the package at the wrong address.",
+                 "Can I change the delivery address for my order?"],
+    "technical_issue": ["The app crashes every time I open the settings page.",
+                        "My headphones will not pair with my phone any more.",
+                        "The laptop does not turn on after the latest update."],
+    "account_access": ["I cannot log in to my account, it says my password is wrong.",
+                       "The two-factor code never arrives so I am locked out.",
+                       "How do I change the email address on my account?"],
+    "product_question": ["Is this charger compatible with the older tablet model?",
+                         "Does the speaker come in a larger size, and is it in stock?",
+                         "What warranty comes with this monitor?"],
+}
+
+
 class ProposalEngine(RuleEngine):
     """Answers each proposal with the next scripted answer for its label (a dict, or a raw string for a malformed
     answer); when a label's script runs out, with ``default`` for it, else no rule. ``asked`` records (label, round
-    inputs) per call; ``fail_after`` raises KeyboardInterrupt on the call after that many (a killed run)."""
+    inputs) per call; ``fail_after`` raises KeyboardInterrupt on the call after that many (a killed run). A request for
+    example texts (no ``rules_so_far`` input) gets the next of ``texts[label]``, else ``EXAMPLE_TEXTS[label]``, and
+    ``examples_asked`` records its label."""
 
-    def __init__(self, script: dict[str, list] | None = None, default: dict | None = None, fail_after: int | None = None):
+    def __init__(self, script: dict[str, list] | None = None, default: dict | None = None, fail_after: int | None = None,
+                 texts: dict[str, list] | None = None):
         super().__init__()
         self.script = {k: list(v) for k, v in (script or {}).items()}
         self.default = EXAMPLE_ANSWERS if default is None else default
+        self.texts = {k: list(v) for k, v in (texts or {}).items()}  # scripted example-text answers per label
+        self.examples_asked: list[str] = []  # labels whose example texts were asked
         self.fail_after = fail_after
         self.asked: list[tuple[str, str]] = []
 
@@ -46,9 +71,14 @@ class ProposalEngine(RuleEngine):
         self.requests.append(request)
         content = request.messages[-1].text or ""
         label = re.search(r"\[\[ ## label ## \]\]\s*(\S+)", content).group(1)
-        self.asked.append((label, content))
-        queue = self.script.get(label) or []
-        answer = queue.pop(0) if queue else self.default.get(label, rules())
+        if "## rules_so_far ##" not in content:  # example texts (the similar rule), not a rule proposal
+            self.examples_asked.append(label)
+            queue = self.texts.get(label) or []
+            answer = queue.pop(0) if queue else {"texts": EXAMPLE_TEXTS.get(label, [])}
+        else:
+            self.asked.append((label, content))
+            queue = self.script.get(label) or []
+            answer = queue.pop(0) if queue else self.default.get(label, rules())
         text = answer if isinstance(answer, str) else json.dumps(answer)
         return Response(id=None, model="proposals", message=Message.assistant([TextPart(text)]), finish_reason="stop",
                         usage=Usage(input_tokens=10, output_tokens=20))

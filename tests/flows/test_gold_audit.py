@@ -237,4 +237,5 @@ def test_cli_run_points_at_gold_issues(tmp_path):
     assert "the run's models disagree with" in result.output and "gold_issues.csv" in result.output
     run_dir = next((tmp_path / "runs").iterdir())
     issues = pd.read_csv(run_dir / "gold_issues.csv", dtype={"id": str})
-    assert issues[issues["split"] == "dev"].iloc[0]["id"] == WRONG
+    # among the first two: a gold label of other_topics, a class no labeler of this project votes, ranks about as low
+    assert WRONG in issues[issues["split"] == "dev"].iloc[:2]["id"].tolist()

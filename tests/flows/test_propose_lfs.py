@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import dspy
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -45,7 +46,7 @@ def test_kept_rules_are_written_as_labelers_the_config_includes(example_project)
     text = out.read_text()
     entries = yaml.safe_load(text)
     assert [e["name"] for e in entries] == sorted(c.name for c in result.kept) or len(entries) == len(result.kept)
-    assert {e["type"] for e in entries} <= {"keywords", "regex"} and all(e["origin"].startswith("propose-lfs round")
+    assert {e["type"] for e in entries} <= {"keywords", "regex", "similar"} and all(e["origin"].startswith("propose-lfs round")
                                                                           for e in entries)
     assert text.count("# ") >= len(entries) and "dev accuracy" in text  # each rule's scores as a comment
     kept_words = {w for e in entries for w in e.get("words", [])}
@@ -104,7 +105,7 @@ def test_duplicates_are_proposed_once_and_near_duplicates_merged(example_project
     answers = {"billing": [rules("refund", "refund", combos=[["refund", "invoice"], ["invoice", "refund"],
                                                              ["invoice", "refund", "refunded"]])]}
     result = _propose(example_project, ProposalEngine(answers, default={}))
-    billing = [c for c in result.candidates if c.label == "billing"]
+    billing = [c for c in result.candidates if c.label == "billing" and "words" in c.rule]
     assert len(billing) == 3  # a repeated keyword, and the same words in another order, are one rule
     statuses = [c.status for c in billing if "invoice" in c.rule["words"]]
     assert sorted(statuses)[0] == "kept" and sorted(statuses)[1].startswith("merged into any of [")
@@ -142,12 +143,14 @@ def test_several_samples_per_label_see_other_texts(example_project):
     _with(example_project, propose_lfs={"samples": 2, "rounds": 1})
     engine = ProposalEngine()
     result = _propose(example_project, engine)
-    assert engine.calls == result.llm_calls == 10  # 5 labels x 2 samples
+    assert engine.calls == result.llm_calls == 15  # 5 labels x 2 samples, and example texts once per label
+    assert sorted(engine.examples_asked) == sorted(EXAMPLE_ANSWERS)
     billing = [content for label, content in engine.asked if label == "billing"]
     assert len(billing) == 2 and billing[0] != billing[1]
 
 
 def test_later_rounds_show_the_misses_and_stop_when_nothing_improves(example_project):
+    _with(example_project, propose_lfs={"similar": False})  # keyword rules only: their misses drive the rounds
     answers = {label: [answer, rules("zzz never matches")] for label, answer in EXAMPLE_ANSWERS.items()}
     engine = ProposalEngine(answers)
     result = _propose(example_project, engine)
@@ -155,6 +158,54 @@ def test_later_rounds_show_the_misses_and_stop_when_nothing_improves(example_pro
     second = [content for label, content in engine.asked[5:]]
     assert second and all("[[ ## rules_so_far ## ]]" in c for c in second)
     assert any("any of [invoice]" in c for c in second)  # the kept rules are shown, so it proposes others
+
+
+def test_example_texts_become_similar_rules_with_a_threshold_chosen_on_dev(example_project):
+    from labelloop.flows.propose_lfs import THRESHOLDS
+    from labelloop.labelers.heuristics import SimilarityLF, max_similarity
+    from labelloop.programs.embeddings import embed
+    from tests.fakes_lfs import EXAMPLE_TEXTS
+
+    # billing's first answer is not JSON and its second holds too few usable texts: asked again, within max_attempts 3
+    _with(example_project, propose_lfs={"max_attempts": 3})
+    engine = ProposalEngine(texts={"billing": ["not json", {"texts": ["refund", "refund"]}]})
+    result = _propose(example_project, engine)
+    assert engine.examples_asked.count("billing") == 3 and all(engine.examples_asked.count(x) == 1
+                                                                for x in EXAMPLE_TEXTS if x != "billing")
+    similar = {c.label: c for c in result.candidates if "similar_to" in c.rule}
+    assert set(similar) == set(EXAMPLE_TEXTS) and all(c.rule["similar_to"] == EXAMPLE_TEXTS[c.label]
+                                                      for c in similar.values())
+    project = load_project(example_project, skip_missing_includes=True)
+    dev = project.splits["dev"]
+    embedded, gold = embed(list(dev["text"])), list(dev["label"])
+    for c in similar.values():  # the threshold has the most right minus wrong dev matches of the grid
+        sims = max_similarity(embedded, c.rule["similar_to"])
+        mine = np.array([g == c.label for g in gold])
+        gain = {t: int(((sims >= t) & mine).sum()) - int(((sims >= t) & ~mine).sum()) for t in THRESHOLDS}
+        assert c.rule["threshold"] in THRESHOLDS and gain[c.rule["threshold"]] == max(gain.values())
+        assert c.dev_correct == int(((sims >= c.rule["threshold"]) & mine).sum())
+    entries = [e for e in yaml.safe_load(result.output.read_text()) if e["type"] == "similar"]
+    kept = {c.name: c for c in result.kept if "similar_to" in c.rule}
+    assert entries and {e["name"] for e in entries} == set(kept)
+    assert all(e["examples"] == kept[e["name"]].rule["similar_to"] and e["threshold"] == kept[e["name"]].rule["threshold"]
+               for e in entries)
+    # included, each is an ordinary labeler that votes where its rule matched the unlabeled records
+    _with(example_project, labelers=[{"include": "generated_lfs.yaml"}])
+    project = load_project(example_project)
+    lfs = {lf.name: lf for lf in project.heuristic_lfs if isinstance(lf, SimilarityLF)}
+    assert set(lfs) == set(kept)
+    from labelloop.flows.label_dataset import apply_heuristics
+
+    texts = list(project.splits["train"]["text"])
+    votes = apply_heuristics(list(lfs.values()), texts)
+    for j, (name, lf) in enumerate(lfs.items()):
+        expected = max_similarity(embed(texts), kept[name].rule["similar_to"]) >= kept[name].rule["threshold"]
+        assert ((votes[:, j] == lf.label) == expected).mean() > 0.99  # same texts, same rule (float rounding aside)
+
+    plain = ProposalEngine()  # similar: false asks for no example texts
+    _with(example_project, propose_lfs={"similar": False}, labelers=[{"type": "zero_shot"}])
+    assert not any("similar_to" in c.rule for c in _propose(example_project, plain, overwrite=True).candidates)
+    assert plain.examples_asked == []
 
 
 def test_include_files_are_checked(example_project):
@@ -168,7 +219,7 @@ def test_include_files_are_checked(example_project):
     with pytest.raises(ConfigError, match="'refunds' is not in the taxonomy"):
         load_project(example_project)
     (folder / "generated_lfs.yaml").write_text(yaml.safe_dump([{"type": "python", "module": "lfs.py"}]))
-    with pytest.raises(ConfigError, match="only keywords and regex labelers"):
+    with pytest.raises(ConfigError, match="only keywords, regex and similar labelers"):
         load_config(example_project)
     (folder / "generated_lfs.yaml").write_text("type: keywords\n")
     with pytest.raises(ConfigError, match="expected a YAML list"):
