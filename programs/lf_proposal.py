@@ -176,35 +176,6 @@ def validate_answer(keywords, combinations=(), regex_rules=()) -> tuple[list[dic
     return rules, dropped
 
 
-class RuleProposer(dspy.Module):
-    """Propose keyword and regex rules for one label; validated, with bounded retries (``max_attempts`` LM calls)."""
-
-    def __init__(self, max_attempts: int = 2, max_tokens: int = MAX_TOKENS):
-        super().__init__()
-        self.predict = dspy.Predict(ProposeRules)
-        self.max_attempts = max(1, max_attempts)
-        self.max_tokens = max_tokens
-
-    def forward(self, **inputs) -> Proposal:
-        problems, history, dropped = ["none"], [], []
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                with dspy.context(adapter=CompactJSONAdapter()):
-                    pred = self.predict(**inputs, problems=_problem_text(problems),
-                                        config=retry_config(attempt, self.max_tokens))
-            except AdapterParseError as exc:
-                problems = [f"the answer was not the requested JSON ({_short(exc.lm_response)}); answer with a JSON "
-                            "object with the fields keywords, combinations and regex_rules"]
-                history += problems
-                continue
-            rules, dropped = validate_answer(pred["keywords"], pred["combinations"], pred["regex_rules"])
-            if rules:
-                return Proposal(rules, attempt, dropped, history)
-            problems = [d["problem"] for d in dropped][:6] or ["the answer held no rule: give at least five keywords"]
-            history += problems
-        return Proposal([], self.max_attempts, dropped, history)
-
-
 def examples_version() -> str:
     """A hash of what shapes the example texts besides the inputs (as ``prompt_version`` for the rules)."""
     blob = [EXAMPLES_VERSION, WriteExamples.instructions,
@@ -250,20 +221,26 @@ def clean_texts(value, shown: str = "") -> tuple[list[str], list[str]]:
     return texts, problems
 
 
-class ExampleWriter(dspy.Module):
-    """New example texts of one label (for a ``similar`` rule); validated, with bounded retries (``max_attempts``).
+class _Checked(dspy.Module):
+    """One typed question, asked until ``check`` accepts the answer, ``max_attempts`` LM calls at most; each retry is
+    told the problems of the answer before it (a reply that is not the requested JSON included)."""
 
-    Returns a dict: ``texts`` (empty when no attempt gave ``MIN_TEXTS`` usable ones), ``calls``, ``dropped``
-    (the problems of the last answer) and ``retried_for``."""
+    signature: type[dspy.Signature]
+    json_fields: str  # what a reply that is not the requested JSON is told to hold
 
-    def __init__(self, max_attempts: int = 2, max_tokens: int = EXAMPLES_MAX_TOKENS):
+    def __init__(self, max_attempts: int, max_tokens: int):
         super().__init__()
-        self.predict = dspy.Predict(WriteExamples)
+        self.predict = dspy.Predict(self.signature)
         self.max_attempts = max(1, max_attempts)
         self.max_tokens = max_tokens
 
-    def forward(self, **inputs) -> dict:
-        problems, history, texts = ["none"], [], []
+    def check(self, pred, inputs: dict) -> tuple[bool, object, list[str]]:
+        """(accepted, the usable part of the answer, its problems)."""
+        raise NotImplementedError
+
+    def ask(self, inputs: dict) -> tuple[bool, object, int, list[str]]:
+        """(accepted, the last answer's usable part or None, LM calls made, the problems each retry was told)."""
+        problems, history, value = ["none"], [], None
         for attempt in range(1, self.max_attempts + 1):
             try:
                 with dspy.context(adapter=CompactJSONAdapter()):
@@ -271,15 +248,59 @@ class ExampleWriter(dspy.Module):
                                         config=retry_config(attempt, self.max_tokens))
             except AdapterParseError as exc:
                 problems = [f"the answer was not the requested JSON ({_short(exc.lm_response)}); answer with a JSON "
-                            "object with the field texts, a list of texts"]
+                            f"object with {self.json_fields}"]
                 history += problems
                 continue
-            texts, problems = clean_texts(getattr(pred["texts"], "root", pred["texts"]), inputs.get("examples", ""))
-            if len(texts) >= MIN_TEXTS:
-                return {"texts": texts, "calls": attempt, "dropped": problems, "retried_for": history}
-            problems = problems[:6] + [f"{len(texts)} usable texts; write at least {MIN_TEXTS + 2}"]
+            ok, value, problems = self.check(pred, inputs)
+            if ok:
+                return True, value, attempt, history
             history += problems
-        return {"texts": [], "calls": self.max_attempts, "dropped": problems, "retried_for": history}
+        return False, value, self.max_attempts, history
+
+
+class RuleProposer(_Checked):
+    """Propose keyword and regex rules for one label; validated, with bounded retries (``max_attempts`` LM calls)."""
+
+    signature = ProposeRules
+    json_fields = "the fields keywords, combinations and regex_rules"
+
+    def __init__(self, max_attempts: int = 2, max_tokens: int = MAX_TOKENS):
+        super().__init__(max_attempts, max_tokens)
+
+    def check(self, pred, inputs: dict) -> tuple[bool, object, list[str]]:
+        rules, dropped = validate_answer(pred["keywords"], pred["combinations"], pred["regex_rules"])
+        problems = [d["problem"] for d in dropped][:6] or ["the answer held no rule: give at least five keywords"]
+        return bool(rules), (rules, dropped), problems
+
+    def forward(self, **inputs) -> Proposal:
+        ok, value, calls, history = self.ask(inputs)
+        rules, dropped = value or ([], [])
+        return Proposal(rules if ok else [], calls, dropped, history)
+
+
+class ExampleWriter(_Checked):
+    """New example texts of one label (for a ``similar`` rule); validated, with bounded retries (``max_attempts``).
+
+    Returns a dict: ``texts`` (empty when no attempt gave ``MIN_TEXTS`` usable ones), ``calls``, ``dropped``
+    (the problems of the last answer) and ``retried_for``."""
+
+    signature = WriteExamples
+    json_fields = "the field texts, a list of texts"
+
+    def __init__(self, max_attempts: int = 2, max_tokens: int = EXAMPLES_MAX_TOKENS):
+        super().__init__(max_attempts, max_tokens)
+
+    def check(self, pred, inputs: dict) -> tuple[bool, object, list[str]]:
+        texts, problems = clean_texts(getattr(pred["texts"], "root", pred["texts"]), inputs.get("examples", ""))
+        if len(texts) >= MIN_TEXTS:
+            return True, (texts, problems), problems
+        return False, (texts, problems), problems[:6] + [f"{len(texts)} usable texts; write at least {MIN_TEXTS + 2}"]
+
+    def forward(self, **inputs) -> dict:
+        ok, value, calls, history = self.ask(inputs)
+        texts, problems = value or ([], history[-1:])
+        return {"texts": texts if ok else [], "calls": calls, "dropped": problems, "retried_for": history}
+
 
 
 def _jsonable(value):
