@@ -136,10 +136,10 @@ def run_one(args) -> dict:
     """Bootstrap with ``args.seed``, match against the gold classes, print and return the figures."""
     import yaml
 
-    from labelloop.flows.bootstrap import assign, bootstrap_taxonomy, lm_key
+    from labelloop.flows.bootstrap import assign, bootstrap_taxonomy
     from labelloop.flows.config import load_config
     from labelloop.flows.io import read_records
-    from labelloop.flows.store import VoteStore
+    from labelloop.flows.store import VoteStore, lm_key
 
     print(f"\n=== seed {args.seed}")
     started = time.time()

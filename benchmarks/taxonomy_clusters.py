@@ -39,9 +39,9 @@ def main() -> None:
     from sklearn.metrics import adjusted_rand_score
     from taxonomy import CACHE, EXAMPLE, USE_CASE, mutual_majority
 
-    from labelloop.flows.bootstrap import lm_key, summarise
+    from labelloop.flows.bootstrap import summarise
     from labelloop.flows.config import BootstrapSpec
-    from labelloop.flows.store import VoteStore
+    from labelloop.flows.store import VoteStore, lm_key
     from labelloop.programs.embeddings import embed
     from labelloop.programs.lm import LMSpec
 

@@ -17,7 +17,6 @@ file as a person left it and keeps their edits. ``bootstrap_taxonomy`` is a plai
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import logging
 import random
@@ -29,11 +28,10 @@ import yaml
 
 from labelloop.flows.config import BootstrapSpec, ProjectConfig
 from labelloop.flows.io import read_records, read_taxonomy, write_text
-from labelloop.flows.store import StepCache, VoteStore, progress_bar, stored_or_asked
+from labelloop.flows.store import StepCache, VoteStore, lm_key, progress_bar, step_key, stored_or_asked
 from labelloop.programs.choice import PROMPT_FORMAT
 from labelloop.programs.clustering import group_records
 from labelloop.programs.errors import StateError, TaxonomyError
-from labelloop.programs.lm import LMSpec
 from labelloop.programs.taxonomy import Summariser, TaxonomyStep, assignment_program, prompt_version
 from labelloop.programs.taxonomy_rules import NONE_OF_THESE, Constraints, carry_edits, format_summaries, normalise
 
@@ -53,17 +51,6 @@ class BootstrapResult:
     steps: list[dict] = field(default_factory=list)
     diff: dict | None = None  # --update: added, removed, changed label names and a unified diff
     notes: list[str] = field(default_factory=list)
-
-
-def _key(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def lm_key(lm: LMSpec) -> list:
-    """The LM's key (``LMSpec.key``) as bootstrap cache keys hold it: every step sets its own answer
-    budget, so ``max_tokens`` is left out."""
-    model, params = lm.key()
-    return [model, params["temperature"], params["api_base"]]
 
 
 def constraints_of(spec: BootstrapSpec) -> Constraints:
@@ -92,7 +79,7 @@ def minibatches(items: list, size: int) -> list[list]:
 def summarise(records: list[tuple[str, str]], spec: BootstrapSpec, lm, store: VoteStore, key: list,
               show_progress: bool) -> tuple[dict[str, dict], int]:
     """A summary per record: stored ones from the store, the rest from the LM (committed one by one)."""
-    version = _key("summarise", prompt_version("summarise"), spec.use_case, spec.summary_words, key)
+    version = step_key("summarise", prompt_version("summarise"), spec.use_case, spec.summary_words, key)
     program = Summariser(spec.use_case, spec.summary_words, spec.max_attempts)
 
     def ask(text: str) -> tuple[dict, int]:
@@ -112,7 +99,7 @@ def taxonomy_step(step: str, inputs: dict, spec: BootstrapSpec, lm, cache: StepC
     ``cached`` and (on failure after every attempt) ``error``.
     """
     constraints = constraints_of(spec)
-    version = _key(step, prompt_version(step, constraints), spec.max_attempts, key)
+    version = step_key(step, prompt_version(step, constraints), spec.max_attempts, key)
     item = [(step, json.dumps({**inputs, "current": current}, sort_keys=True))]
     program = TaxonomyStep(step, constraints, spec.max_attempts, current=current)
 
@@ -131,7 +118,7 @@ def taxonomy_step(step: str, inputs: dict, spec: BootstrapSpec, lm, cache: StepC
 def assign(records: list[tuple[str, str]], labels: list[dict], lm, store: VoteStore, key: list,
            show_progress: bool) -> tuple[dict[str, dict], int]:
     """Each record's label among ``labels`` or none_of_these, with probabilities (cached per record)."""
-    version = _key("assign", PROMPT_FORMAT, labels, key)
+    version = step_key("assign", PROMPT_FORMAT, labels, key)
     program = assignment_program(labels)
 
     def ask(text: str) -> tuple[dict, int]:
@@ -253,8 +240,8 @@ def bootstrap_taxonomy(cfg: ProjectConfig, *, update: bool = False, lm=None, sho
     texts = dict(zip(df["id"], df["text"]))
     store, steps_cache = VoteStore(cfg.store), StepCache(cfg.store)
     key = lm_key(cfg.lm)
-    seen_version = _key("bootstrap-seen", str(out))
-    written_version = _key("bootstrap-written", str(out))
+    seen_version = step_key("bootstrap-seen", str(out))
+    written_version = step_key("bootstrap-written", str(out))
     seed = cfg.seed if spec.seed is None else spec.seed
     notes: list[str] = []
     try:

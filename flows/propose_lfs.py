@@ -34,10 +34,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from labelloop.flows.bootstrap import _key, lm_key
 from labelloop.flows.config import ProjectConfig, ProposeLFsSpec
 from labelloop.flows.io import write_text
-from labelloop.flows.store import StepCache, progress_bar, stored_or_asked
+from labelloop.flows.store import StepCache, lm_key, progress_bar, step_key, stored_or_asked
 from labelloop.labelers.heuristics import make_rule
 from labelloop.programs.errors import ConfigError, StateError
 from labelloop.programs.lf_proposal import ExampleWriter, RuleProposer, examples_version, prompt_version, rule_key
@@ -201,7 +200,7 @@ def _examples(texts: list[str]) -> str:
 
 
 def _rng(seed: int, *parts) -> random.Random:
-    return random.Random(_key(seed, *parts))
+    return random.Random(step_key(seed, *parts))
 
 
 def proposal_inputs(label: str, round_: int, taxonomy_text: str, dev_texts: list[str], gold: list[str],
@@ -269,10 +268,10 @@ def propose_lfs(project, *, lm=None, overwrite: bool = False, show_progress: boo
         return built["lm"]
 
     cache = StepCache(cfg.store)
-    version = _key("propose-lfs", prompt_version(), spec.max_attempts, lm_key(cfg.lm))
+    version = step_key("propose-lfs", prompt_version(), spec.max_attempts, lm_key(cfg.lm))
     program = RuleProposer(spec.max_attempts)
     writer = ExampleWriter(spec.max_attempts)
-    writer_version = _key("propose-lfs-examples", examples_version(), spec.max_attempts, lm_key(cfg.lm))
+    writer_version = step_key("propose-lfs-examples", examples_version(), spec.max_attempts, lm_key(cfg.lm))
     embedded: dict[str, np.ndarray] = {}
 
     def embeddings() -> tuple[np.ndarray, np.ndarray]:

@@ -222,6 +222,19 @@ class _Immediate:
         self.db.execute("ROLLBACK" if kind else "COMMIT")
 
 
+def step_key(*parts) -> str:
+    """A step cache version: a short hash of what shapes a step's answers besides its inputs (the step, its prompt
+    version, the LM and settings)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def lm_key(lm) -> list:
+    """An ``LMSpec``'s key (``LMSpec.key``) as step cache versions hold it: every step sets its own answer budget, so
+    ``max_tokens`` is left out."""
+    model, params = lm.key()
+    return [model, params["temperature"], params["api_base"]]
+
+
 class StepCache(VoteStore):
     """Step answers of the generative flows (bootstrap's name, generate, update, review, and markers; propose-lfs's
     proposals), keyed by (step, inputs), in their own table.

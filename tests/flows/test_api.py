@@ -157,8 +157,8 @@ def test_a_new_llm_labeler_type_is_one_class_and_one_spec(example_project, monke
 
 def test_stored_answers_keep_their_keys():
     """Labeler versions as stores written before labelloop was one package hold them: no answer is paid for twice."""
-    from labelloop.flows.bootstrap import _key, lm_key
     from labelloop.flows.config import BootstrapSpec
+    from labelloop.flows.store import lm_key, step_key
     from labelloop.programs.taxonomy import prompt_version
     from labelloop.programs.taxonomy_rules import Constraints
 
@@ -172,7 +172,7 @@ def test_stored_answers_keep_their_keys():
     multilabel = labelloop.load_project(EXAMPLE.parent / "example_multilabel" / "config.yaml")
     assert multilabel.llm_labelers[0].version(multilabel.context()) == "caafdeca7b7ba27e"
     spec = BootstrapSpec()
-    key = _key("summarise", prompt_version("summarise"), spec.use_case, spec.summary_words, lm_key(project.config.lm))
+    key = step_key("summarise", prompt_version("summarise"), spec.use_case, spec.summary_words, lm_key(project.config.lm))
     assert key == "a82d9b7f4794adf2"
 
 
