@@ -61,6 +61,11 @@ class Candidate:
     name: str = ""
 
     @property
+    def kind(self) -> str:
+        """The labeler type the rule is written as: ``keywords``, ``regex`` or ``similar``."""
+        return "regex" if "pattern" in self.rule else "similar" if "similar_to" in self.rule else "keywords"
+
+    @property
     def dev_matched(self) -> int:
         return int(self.dev.sum())
 
@@ -76,9 +81,9 @@ class Candidate:
         >>> Candidate("spam", rule, 1, np.zeros(1), np.zeros(1)).describe()
         'any of [free, win] and all of [iphone]'
         """
-        if "similar_to" in self.rule:
+        if self.kind == "similar":
             return f"similar to {len(self.rule['similar_to'])} example texts (cosine >= {self.rule['threshold']})"
-        if "pattern" in self.rule:
+        if self.kind == "regex":
             text = f"regex {self.rule['pattern']}"
         else:
             text = f"any of [{', '.join(self.rule['words'])}]" + (" (any form)" if self.rule.get("forms") else "")
@@ -115,13 +120,13 @@ def similar_candidate(label: str, texts: list[str], gold: list[str], dev_embedde
 
     The texts are the LLM's own, never dev texts, so the dev records judge the rule as they judge a keyword rule.
     """
-    from labelloop.labelers.heuristics import max_similarity
+    from labelloop.labelers.heuristics import max_similarity, reaches  # matched as the similar labeler votes
 
     dev, pool = max_similarity(dev_embedded, texts), max_similarity(pool_embedded, texts)
     mine = np.array([g == label for g in gold], dtype=bool)
-    threshold = max(THRESHOLDS, key=lambda t: (int((dev >= t)[mine].sum()) - int((dev >= t)[~mine].sum()), t))
-    c = Candidate(label, {"similar_to": list(texts), "threshold": threshold}, round_, dev >= threshold,
-                  pool >= threshold)
+    threshold = max(THRESHOLDS, key=lambda t: (int(reaches(dev, t)[mine].sum()) - int(reaches(dev, t)[~mine].sum()), t))
+    c = Candidate(label, {"similar_to": list(texts), "threshold": threshold}, round_, reaches(dev, threshold),
+                  reaches(pool, threshold))
     c.dev_correct = int(c.dev[mine].sum())
     return c
 
@@ -157,7 +162,7 @@ def _why_dropped(c: Candidate, kept: list[Candidate], spec: ProposeLFsSpec, pool
         return f"matches {n_pool} of {pool_size} unlabeled records, below min_coverage {spec.min_coverage}"
     both = np.concatenate([c.dev, c.pool])
     # of its label and kind: a similar rule (meaning) does not make the keyword rules (words) redundant, nor they it
-    same = [k for k in kept if k.label == c.label and ("similar_to" in k.rule) == ("similar_to" in c.rule)]
+    same = [k for k in kept if k.label == c.label and (k.kind == "similar") == (c.kind == "similar")]
     for k in same:
         overlap = jaccard(both, np.concatenate([k.dev, k.pool]))
         if overlap >= spec.duplicate_overlap:
@@ -384,8 +389,7 @@ def _slug(text: str) -> str:
 def _name(kept: list[Candidate], cfg: ProjectConfig) -> None:
     taken = {getattr(spec, "name", None) for spec in cfg.labelers if getattr(spec, "origin", None) is None}
     for c in kept:
-        stem = f"gen_{_slug(c.label)}_" + ("re" if "pattern" in c.rule else "similar" if "similar_to" in c.rule
-                                            else _slug(c.rule["words"][0]))
+        stem = f"gen_{_slug(c.label)}_" + ({"regex": "re", "similar": "similar"}.get(c.kind) or _slug(c.rule["words"][0]))
         name, i = stem, 1
         while name in taken:
             i += 1
@@ -410,10 +414,9 @@ def lfs_yaml(cfg: ProjectConfig, result: ProposeResult) -> str:
              "# Read, edit or delete them; include this file from the config's labelers:",
              f"#   labelers: [..., {{include: {result.output.name}}}]", ""]
     for c in sorted(result.kept, key=lambda c: (c.label, c.name)):
-        kind = "regex" if "pattern" in c.rule else "similar" if "similar_to" in c.rule else "keywords"
-        entry = {"type": kind, "name": c.name, "label": c.label}
-        entry |= ({"pattern": c.rule["pattern"]} if kind == "regex" else {"words": c.rule["words"]} if kind == "keywords"
-                  else {"examples": c.rule["similar_to"], "threshold": c.rule["threshold"]})
+        entry = {"type": c.kind, "name": c.name, "label": c.label}
+        entry |= ({"pattern": c.rule["pattern"]} if c.kind == "regex" else {"words": c.rule["words"]}
+                  if c.kind == "keywords" else {"examples": c.rule["similar_to"], "threshold": c.rule["threshold"]})
         entry |= {k: c.rule[k] for k in ("all_of", "none_of", "forms") if c.rule.get(k)}
         entry["origin"] = f"propose-lfs round {c.round}"
         lines.append(f"# {c.label}: {_scores(c, result.dev_records, result.pool_records)}")

@@ -196,6 +196,11 @@ def max_similarity(embedded: np.ndarray, examples: list[str]) -> np.ndarray:
     return (embedded @ _example_embeddings(examples).T).max(axis=1)
 
 
+def reaches(similarity: np.ndarray, threshold: float) -> np.ndarray:
+    """Where ``similarity`` is at least ``threshold``, float32 rounding allowed (a copy of an example reaches 1.0)."""
+    return np.asarray(similarity) >= threshold - _SIMILARITY_SLACK
+
+
 @dataclass(frozen=True)
 class SimilarityLF:
     """Votes ``label`` where a text's sentence embedding is within ``threshold`` cosine similarity of any example.
@@ -211,7 +216,7 @@ class SimilarityLF:
 
     def vote_embedded(self, embedded: np.ndarray) -> np.ndarray:
         """One vote per row of ``embedded`` (rows of ``embed(texts)``): ``label`` or ABSTAIN."""
-        hits = max_similarity(embedded, list(self.examples)) >= self.threshold - _SIMILARITY_SLACK
+        hits = reaches(max_similarity(embedded, list(self.examples)), self.threshold)
         return np.where(hits, self.label, ABSTAIN).astype(int)
 
     def __call__(self, x) -> int:

@@ -162,7 +162,7 @@ def test_later_rounds_show_the_misses_and_stop_when_nothing_improves(example_pro
 
 def test_example_texts_become_similar_rules_with_a_threshold_chosen_on_dev(example_project):
     from labelloop.flows.propose_lfs import THRESHOLDS
-    from labelloop.labelers.heuristics import SimilarityLF, max_similarity
+    from labelloop.labelers.heuristics import SimilarityLF, max_similarity, reaches
     from labelloop.programs.embeddings import embed
     from tests.fakes_lfs import EXAMPLE_TEXTS
 
@@ -181,9 +181,9 @@ def test_example_texts_become_similar_rules_with_a_threshold_chosen_on_dev(examp
     for c in similar.values():  # the threshold has the most right minus wrong dev matches of the grid
         sims = max_similarity(embedded, c.rule["similar_to"])
         mine = np.array([g == c.label for g in gold])
-        gain = {t: int(((sims >= t) & mine).sum()) - int(((sims >= t) & ~mine).sum()) for t in THRESHOLDS}
+        gain = {t: int((reaches(sims, t) & mine).sum()) - int((reaches(sims, t) & ~mine).sum()) for t in THRESHOLDS}
         assert c.rule["threshold"] in THRESHOLDS and gain[c.rule["threshold"]] == max(gain.values())
-        assert c.dev_correct == int(((sims >= c.rule["threshold"]) & mine).sum())
+        assert c.dev_correct == int((reaches(sims, c.rule["threshold"]) & mine).sum())
     entries = [e for e in yaml.safe_load(result.output.read_text()) if e["type"] == "similar"]
     kept = {c.name: c for c in result.kept if "similar_to" in c.rule}
     assert entries and {e["name"] for e in entries} == set(kept)
@@ -199,8 +199,8 @@ def test_example_texts_become_similar_rules_with_a_threshold_chosen_on_dev(examp
     texts = list(project.splits["train"]["text"])
     votes = apply_heuristics(list(lfs.values()), texts)
     for j, (name, lf) in enumerate(lfs.items()):
-        expected = max_similarity(embed(texts), kept[name].rule["similar_to"]) >= kept[name].rule["threshold"]
-        assert ((votes[:, j] == lf.label) == expected).mean() > 0.99  # same texts, same rule (float rounding aside)
+        expected = reaches(max_similarity(embed(texts), kept[name].rule["similar_to"]), kept[name].rule["threshold"])
+        assert ((votes[:, j] == lf.label) == expected).all()  # same texts, same rule, same comparison
 
     plain = ProposalEngine()  # similar: false asks for no example texts
     _with(example_project, propose_lfs={"similar": False}, labelers=[{"type": "zero_shot"}])
